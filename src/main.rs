@@ -1,1 +1,393 @@
-fn main() {}
+//! The `casebook` binary: command line, configuration, wiring, background work.
+
+mod config;
+
+use anyhow::{Context, Result, bail};
+use casebook_app::App;
+use casebook_app::accounts::NewUserInput;
+use casebook_domain::clock::SystemClock;
+use casebook_store::Store;
+use clap::{Args, Parser, Subcommand};
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "casebook", version, about = "Casebook: clinical trial electronic data capture")]
+struct Cli {
+    /// A TOML configuration file (settings can also come from CASEBOOK__SECTION__KEY variables).
+    #[arg(long, global = true, env = "CASEBOOK_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone, Default)]
+struct DbArgs {
+    /// Directory for the embedded SQLite database and files (default ./casebook-data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Use PostgreSQL instead of the embedded SQLite file (postgres://user@host/db).
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the web server (applies migrations first).
+    Serve {
+        /// Create the demo study, sites and users (idempotent) and print their passwords.
+        #[arg(long)]
+        demo: bool,
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long)]
+        bind: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Apply database migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Manage user accounts from the server's command line.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user; the password is read from standard input.
+    Create {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        first_name: String,
+        #[arg(long)]
+        last_name: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        institution: Option<String>,
+        /// technical_administrator, business_administrator or user.
+        #[arg(long = "type", default_value = "user")]
+        user_type: String,
+        /// Read the password from standard input (required: passwords never go on the command line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Create a technical administrator (the operator bootstrap; no web UI needed).
+    CreateAdmin {
+        #[arg(long)]
+        username: String,
+        #[arg(long, default_value = "System")]
+        first_name: String,
+        #[arg(long, default_value = "Administrator")]
+        last_name: String,
+        #[arg(long)]
+        email: Option<String>,
+        /// Read the password from standard input.
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Set a user's password (read from standard input) and unlock the account.
+    SetPassword {
+        #[arg(long)]
+        username: String,
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Seal pending audit rows and verify the hash chain; exit 1 at the first broken link.
+    Verify {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Print audit rows (JSON lines) of a study, a user or one record.
+    Show {
+        /// Study OID.
+        #[arg(long)]
+        study: Option<String>,
+        /// Username (rows by and about the user).
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        entity_type: Option<String>,
+        #[arg(long)]
+        entity_id: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read_password() -> Result<String> {
+    let mut s = String::new();
+    std::io::stdin().read_to_string(&mut s).context("reading the password from standard input")?;
+    let p = s.trim_end_matches(['\n', '\r']).to_owned();
+    if p.is_empty() {
+        bail!("no password on standard input");
+    }
+    Ok(p)
+}
+
+async fn open(settings: &config::Settings) -> Result<App> {
+    let url = settings.database_url()?;
+    let db = casebook_store::connect(&url, settings.server.max_connections)
+        .await
+        .with_context(|| format!("connecting to the database {}", config::redact(&url)))?;
+    db.migrate().await.context("applying database migrations")?;
+    let store = Store::new(db, Arc::new(SystemClock));
+    Ok(App::new(store, settings.security.clone()))
+}
+
+fn app_error(e: casebook_app::AppError) -> anyhow::Error {
+    match e {
+        casebook_app::AppError::Validation(fields) => {
+            anyhow::anyhow!("{}", fields.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+        }
+        other => anyhow::anyhow!("{other}"),
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let config_file = cli.config.clone();
+    let load = |db: &DbArgs, bind: Option<String>| {
+        config::Settings::load(config_file.as_deref(), db.data_dir.clone(), db.database_url.clone(), bind)
+    };
+    match cli.command {
+        Command::Serve { demo, bind, db } => {
+            let settings = load(&db, bind)?;
+            config::init_logging(&settings.log);
+            serve(settings, demo).await?;
+        }
+        Command::Migrate { db } => {
+            let settings = load(&db, None)?;
+            let app = open(&settings).await?;
+            println!("migrations applied to {}", config::redact(&settings.database_url()?));
+            app.store().db().close().await;
+        }
+        Command::User { command } => match command {
+            UserCommand::Create {
+                username,
+                first_name,
+                last_name,
+                email,
+                institution,
+                user_type,
+                password_stdin: _,
+                db,
+            } => {
+                let settings = load(&db, None)?;
+                let app = open(&settings).await?;
+                let password = read_password()?;
+                let input = NewUserInput {
+                    username,
+                    first_name,
+                    last_name,
+                    email,
+                    institution,
+                    user_type: Some(user_type),
+                    password: Some(password),
+                };
+                let created =
+                    app.create_user_as_system(input, casebook_domain::audit::Channel::Cli).await.map_err(app_error)?;
+                println!("created user {} ({})", created.user.username, created.user.user_type);
+            }
+            UserCommand::CreateAdmin { username, first_name, last_name, email, password_stdin: _, db } => {
+                let settings = load(&db, None)?;
+                let app = open(&settings).await?;
+                let password = read_password()?;
+                let email = email.unwrap_or_else(|| format!("{username}@localhost.localdomain"));
+                let input = NewUserInput {
+                    username,
+                    first_name,
+                    last_name,
+                    email,
+                    institution: None,
+                    user_type: None,
+                    password: Some(password),
+                };
+                let created = app.bootstrap_admin(input).await.map_err(app_error)?;
+                println!("created technical administrator {}", created.user.username);
+            }
+            UserCommand::SetPassword { username, password_stdin: _, db } => {
+                let settings = load(&db, None)?;
+                let app = open(&settings).await?;
+                let password = read_password()?;
+                app.set_password_cli(&username, &password).await.map_err(app_error)?;
+                println!("password set for {username}");
+            }
+        },
+        Command::Audit { command } => match command {
+            AuditCommand::Verify { db } => {
+                let settings = load(&db, None)?;
+                let app = open(&settings).await?;
+                let report = app.verify_audit().await.map_err(app_error)?;
+                if let Some(b) = &report.first_break {
+                    println!(
+                        "audit trail BROKEN at chain position {} (audit event {}): {}",
+                        b.position, b.seq, b.problem
+                    );
+                    println!("{} events verified before the break", report.sealed);
+                    return Ok(ExitCode::from(1));
+                }
+                if !report.unsealed_seqs.is_empty() {
+                    println!(
+                        "audit trail BROKEN: events outside the hash chain (inserted after sealing): {:?}",
+                        report.unsealed_seqs
+                    );
+                    return Ok(ExitCode::from(1));
+                }
+                println!("audit trail intact: {} events verified", report.sealed);
+            }
+            AuditCommand::Show { study, user, entity_type, entity_id, limit, db } => {
+                let settings = load(&db, None)?;
+                let app = open(&settings).await?;
+                show_audit(&app, study, user, entity_type, entity_id, limit).await?;
+            }
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn show_audit(
+    app: &App,
+    study: Option<String>,
+    user: Option<String>,
+    entity_type: Option<String>,
+    entity_id: Option<String>,
+    limit: i64,
+) -> Result<()> {
+    use casebook_store::audit::AuditFilter;
+    let store = app.store();
+    let mut filter = AuditFilter { limit: limit.clamp(1, 1_000_000), ..AuditFilter::default() };
+    if let Some(oid) = study {
+        let s = store.study_by_oid(&oid).await?.with_context(|| format!("no study with OID {oid}"))?;
+        filter.study_id = Some(s.id);
+    }
+    if let Some(u) = user {
+        let row = store.user_by_username(&u).await?.with_context(|| format!("no user {u}"))?;
+        filter.actor_user_id = Some(row.id);
+    }
+    filter.entity_type = entity_type;
+    filter.entity_id = entity_id;
+    for r in store.audit_events(&filter).await? {
+        println!("{}", serde_json::to_string(&r)?);
+    }
+    Ok(())
+}
+
+async fn serve(settings: config::Settings, demo: bool) -> Result<()> {
+    let started = std::time::Instant::now();
+    let app = open(&settings).await?;
+    if demo {
+        let created = app.seed_demo().await.map_err(app_error)?;
+        print_demo(created);
+    } else if app.store().count_users().await? == 0 {
+        println!("No accounts yet. Create the first administrator with:");
+        println!("  casebook user create-admin --username admin --password-stdin");
+    }
+    let listener = tokio::net::TcpListener::bind(&settings.server.bind)
+        .await
+        .with_context(|| format!("listening on {}", settings.server.bind))?;
+    let addr = listener.local_addr()?;
+    let state =
+        casebook_web::AppState { app: app.clone(), web: Arc::new(settings.http.clone()), metrics: Arc::default() };
+    let sealer = tokio::spawn(seal_forever(app.clone(), settings.audit.seal_interval_seconds));
+    println!("Casebook listening on http://{addr} (started in {} ms)", started.elapsed().as_millis());
+    tracing::info!(%addr, database = %config::redact(&settings.database_url()?), "listening");
+    casebook_web::serve(listener, state, shutdown_signal()).await.context("serving HTTP")?;
+    sealer.abort();
+    if let Err(e) = app.store().seal_audit().await {
+        tracing::warn!(error = %e, "final audit seal failed");
+    }
+    app.store().db().close().await;
+    println!("Casebook stopped");
+    Ok(())
+}
+
+fn print_demo(created: bool) {
+    println!(
+        "Demo study DEMO (OID S_DEMO) with sites DEMO-A and DEMO-B {}.",
+        if created { "created" } else { "already present" }
+    );
+    println!("Demo users (password for all: {}):", casebook_app::demo::DEMO_PASSWORD);
+    for (username, _, _, ty, place, role) in casebook_app::demo::DEMO_USERS {
+        let what = match (place, role) {
+            (Some(p), Some(r)) => format!("{r} at {p}"),
+            _ => (*ty).to_owned(),
+        };
+        println!("  {username:<22} {what}");
+    }
+}
+
+/// Seals the audit trail every few seconds, so the hash chain stays close to the head.
+async fn seal_forever(app: App, every_seconds: u64) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(every_seconds.max(1)));
+    loop {
+        tick.tick().await;
+        if let Err(e) = app.store().seal_audit().await {
+            tracing::warn!(error = %e, "sealing the audit trail failed; will retry");
+        }
+        let cutoff = app.store().clock().now() - app.security().idle_timeout();
+        if let Err(e) = app.store().purge_sessions(cutoff).await {
+            tracing::warn!(error = %e, "purging expired sessions failed");
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

@@ -49,9 +49,7 @@ impl Access {
         if self.admin || self.study_role.is_some_and(|r| r.allows(p)) {
             return p.allowed_in(effective, RoleLevel::Study);
         }
-        self.site_roles
-            .iter()
-            .any(|(s, r)| *s == site_id && r.allows(p) && p.allowed_in(effective, RoleLevel::Site))
+        self.site_roles.iter().any(|(s, r)| *s == site_id && r.allows(p) && p.allowed_in(effective, RoleLevel::Site))
     }
 
     /// Whether the principal may see records of site `site_id`.
@@ -68,7 +66,8 @@ impl App {
     /// # Errors
     /// On storage failure.
     pub async fn access(&self, who: &Principal, study: &StudyRow) -> Result<Access, AppError> {
-        let status: StudyStatus = study.status.parse().map_err(|_| crate::error::anyhow_like::msg("bad study status"))?;
+        let status: StudyStatus =
+            study.status.parse().map_err(|_| crate::error::anyhow_like::msg("bad study status"))?;
         let admin = who.user_type.is_admin();
         let mut study_role = None;
         let mut site_roles = Vec::new();

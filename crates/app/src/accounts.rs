@@ -110,11 +110,7 @@ fn check_new_user(input: &NewUserInput) -> Result<CheckedUser, Vec<FieldError>> 
 
 impl App {
     fn require_user_admin(who: &Principal, target: UserType) -> Result<(), AppError> {
-        if who.user_type.may_manage(target) {
-            Ok(())
-        } else {
-            Err(AppError::Forbidden("manage this user account"))
-        }
+        if who.user_type.may_manage(target) { Ok(()) } else { Err(AppError::Forbidden("manage this user account")) }
     }
 
     /// Creates an account (administrators only; only technical administrators create
@@ -143,7 +139,11 @@ impl App {
     ///
     /// # Errors
     /// Validation errors; [`AppError::Conflict`] for a taken username.
-    pub async fn create_user_as_system(&self, input: NewUserInput, channel: casebook_domain::audit::Channel) -> Result<CreatedUser, AppError> {
+    pub async fn create_user_as_system(
+        &self,
+        input: NewUserInput,
+        channel: casebook_domain::audit::Channel,
+    ) -> Result<CreatedUser, AppError> {
         let checked = check_new_user(&input).map_err(AppError::Validation)?;
         self.insert_user(casebook_store::Actor::system(channel), checked, input.password, false).await
     }
@@ -235,11 +235,7 @@ impl App {
     /// # Errors
     /// [`AppError::NotFound`] when missing or not visible.
     pub async fn get_user(&self, who: &Principal, username: &str) -> Result<UserView, AppError> {
-        self.list_users(who)
-            .await?
-            .into_iter()
-            .find(|u| u.username == username)
-            .ok_or(AppError::NotFound("user"))
+        self.list_users(who).await?.into_iter().find(|u| u.username == username).ok_or(AppError::NotFound("user"))
     }
 
     async fn target_for_admin(&self, who: &Principal, username: &str) -> Result<UserRow, AppError> {
@@ -256,10 +252,28 @@ impl App {
     pub async fn update_user(&self, who: &Principal, username: &str, patch: UserPatch) -> Result<UserView, AppError> {
         let user = self.target_for_admin(who, username).await?;
         let mut e = Vec::new();
-        let first = casebook_domain::text_field("first_name", Some(patch.first_name.as_deref().unwrap_or(&user.first_name)), 50, true, &mut e);
-        let last = casebook_domain::text_field("last_name", Some(patch.last_name.as_deref().unwrap_or(&user.last_name)), 50, true, &mut e);
+        let first = casebook_domain::text_field(
+            "first_name",
+            Some(patch.first_name.as_deref().unwrap_or(&user.first_name)),
+            50,
+            true,
+            &mut e,
+        );
+        let last = casebook_domain::text_field(
+            "last_name",
+            Some(patch.last_name.as_deref().unwrap_or(&user.last_name)),
+            50,
+            true,
+            &mut e,
+        );
         let email = parse_email(patch.email.as_deref().unwrap_or(&user.email)).map_err(|x| e.push(x)).ok();
-        let institution = casebook_domain::text_field("institution", patch.institution.as_deref().or(user.institution.as_deref()), 255, false, &mut e);
+        let institution = casebook_domain::text_field(
+            "institution",
+            patch.institution.as_deref().or(user.institution.as_deref()),
+            255,
+            false,
+            &mut e,
+        );
         let ty = patch.user_type.as_deref().unwrap_or(&user.user_type).parse::<UserType>().map_err(|x| e.push(x)).ok();
         let (Some(first), Some(last), Some(email), Some(ty)) = (first, last, email, ty) else {
             return Err(AppError::Validation(e));
@@ -287,7 +301,12 @@ impl App {
     ///
     /// # Errors
     /// [`AppError::InvalidTransition`] when the account is not in a status the action applies to.
-    pub async fn set_user_status(&self, who: &Principal, username: &str, action: UserAction) -> Result<UserView, AppError> {
+    pub async fn set_user_status(
+        &self,
+        who: &Principal,
+        username: &str,
+        action: UserAction,
+    ) -> Result<UserView, AppError> {
         let user = self.target_for_admin(who, username).await?;
         if user.id == who.user_id {
             return Err(AppError::InvalidTransition("you cannot lock or remove your own account".to_owned()));
@@ -365,8 +384,10 @@ impl App {
         tx.set_password(user.id, &hash, false).await?;
         tx.set_user_status(user.id, UserStatus::Active.as_str(), 0).await?;
         tx.delete_sessions_of(user.id).await?;
-        tx.audit(AuditEntry::new("user.password_reset", "user", user.id).new_value(serde_json::json!({"by": "operator"})))
-            .await?;
+        tx.audit(
+            AuditEntry::new("user.password_reset", "user", user.id).new_value(serde_json::json!({"by": "operator"})),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -35,7 +35,13 @@ impl App {
     ///
     /// # Errors
     /// Not found when the study is invisible.
-    pub async fn study_audit(&self, who: &Principal, study_oid: &str, site_oid: Option<&str>, paging: Paging) -> Result<AuditPage, AppError> {
+    pub async fn study_audit(
+        &self,
+        who: &Principal,
+        study_oid: &str,
+        site_oid: Option<&str>,
+        paging: Paging,
+    ) -> Result<AuditPage, AppError> {
         let p = paging.clamp();
         let (study, access) = self.study_with_access(who, study_oid).await?;
         let site_id = match site_oid {
@@ -49,7 +55,8 @@ impl App {
             ),
             None => None,
         };
-        let base = AuditFilter { study_id: Some(study.id), after_seq: p.after, limit: p.limit, ..AuditFilter::default() };
+        let base =
+            AuditFilter { study_id: Some(study.id), after_seq: p.after, limit: p.limit, ..AuditFilter::default() };
         if access.study_wide() {
             if !access.can_study(Permission::ViewAudit) {
                 return Err(AppError::Forbidden("read this study's audit trail"));
@@ -58,7 +65,8 @@ impl App {
             return Ok(page(records, p.limit));
         }
         // Site-level: only the rows of the sites they hold a role at.
-        let sites: Vec<i64> = access.site_roles.iter().map(|(s, _)| *s).filter(|s| site_id.is_none_or(|x| x == *s)).collect();
+        let sites: Vec<i64> =
+            access.site_roles.iter().map(|(s, _)| *s).filter(|s| site_id.is_none_or(|x| x == *s)).collect();
         let mut records = Vec::new();
         for s in sites {
             records.extend(self.store().audit_events(&AuditFilter { site_id: Some(s), ..base.clone() }).await?);
@@ -82,11 +90,22 @@ impl App {
         // Rows about the account, and rows by the account, merged in sequence order.
         let about = self
             .store()
-            .audit_events(&AuditFilter { entity_type: Some("user".into()), entity_id: Some(user.id.to_string()), after_seq: p.after, limit: p.limit, ..AuditFilter::default() })
+            .audit_events(&AuditFilter {
+                entity_type: Some("user".into()),
+                entity_id: Some(user.id.to_string()),
+                after_seq: p.after,
+                limit: p.limit,
+                ..AuditFilter::default()
+            })
             .await?;
         let by = self
             .store()
-            .audit_events(&AuditFilter { actor_user_id: Some(user.id), after_seq: p.after, limit: p.limit, ..AuditFilter::default() })
+            .audit_events(&AuditFilter {
+                actor_user_id: Some(user.id),
+                after_seq: p.after,
+                limit: p.limit,
+                ..AuditFilter::default()
+            })
             .await?;
         let mut records: Vec<AuditRecord> = about;
         for r in by {
@@ -103,7 +122,13 @@ impl App {
     ///
     /// # Errors
     /// Forbidden for non-administrators.
-    pub async fn entity_audit(&self, who: &Principal, entity_type: &str, entity_id: &str, paging: Paging) -> Result<AuditPage, AppError> {
+    pub async fn entity_audit(
+        &self,
+        who: &Principal,
+        entity_type: &str,
+        entity_id: &str,
+        paging: Paging,
+    ) -> Result<AuditPage, AppError> {
         if !who.user_type.is_admin() {
             return Err(AppError::Forbidden("read the audit trail of arbitrary records (administrators only)"));
         }

@@ -25,8 +25,13 @@ pub struct Principal {
 /// How a principal authenticated.
 #[derive(Debug, Clone)]
 pub enum Via {
-    Session { session_id: i64, csrf_token: String },
-    ApiKey { key_id: i64 },
+    Session {
+        session_id: i64,
+        csrf_token: String,
+    },
+    ApiKey {
+        key_id: i64,
+    },
     /// The server's own command line (operator on the machine).
     Cli,
 }
@@ -138,9 +143,11 @@ impl App {
             let dummy = self.dummy_hash().await?;
             let _ = verify_password(password.to_owned(), dummy).await;
             let mut tx = self.store().write(actor(None)).await?;
-            tx.audit(AuditEntry::new("login.failed", "user", username.chars().take(64).collect::<String>())
-                .new_value(serde_json::json!({"reason": "unknown username"})))
-                .await?;
+            tx.audit(
+                AuditEntry::new("login.failed", "user", username.chars().take(64).collect::<String>())
+                    .new_value(serde_json::json!({"reason": "unknown username"})),
+            )
+            .await?;
             tx.commit().await?;
             return Err(AppError::InvalidCredentials);
         };
@@ -150,8 +157,11 @@ impl App {
         let user = tx.user_for_update(&user.username).await?.ok_or(AppError::InvalidCredentials)?;
         let status: UserStatus = user.status.parse().map_err(crate::error::anyhow_like::msg)?;
         if status == UserStatus::Removed {
-            tx.audit(AuditEntry::new("login.failed", "user", user.id).new_value(serde_json::json!({"reason": "account removed"})))
-                .await?;
+            tx.audit(
+                AuditEntry::new("login.failed", "user", user.id)
+                    .new_value(serde_json::json!({"reason": "account removed"})),
+            )
+            .await?;
             tx.commit().await?;
             return Err(AppError::InvalidCredentials);
         }
@@ -246,7 +256,10 @@ impl App {
             return Err(AppError::Unauthenticated("the API key is malformed"));
         }
         let store = self.store();
-        let row = store.api_key_by_hash(&token_hash(key)).await?.ok_or(AppError::Unauthenticated("the API key is not valid"))?;
+        let row = store
+            .api_key_by_hash(&token_hash(key))
+            .await?
+            .ok_or(AppError::Unauthenticated("the API key is not valid"))?;
         if !constant_time_eq(&row.prefix, &key[..12]) || row.revoked_at.is_some() {
             return Err(AppError::Unauthenticated("the API key has been revoked"));
         }
@@ -302,7 +315,8 @@ impl App {
         let mut tx = self.store().write(who.actor()).await?;
         let id = tx.insert_api_key(who.user_id, &name, &prefix, &token_hash(&key)).await?;
         tx.audit(
-            AuditEntry::new("api_key.created", "api_key", id).new_value(serde_json::json!({"name": name, "prefix": prefix, "user_id": who.user_id})),
+            AuditEntry::new("api_key.created", "api_key", id)
+                .new_value(serde_json::json!({"name": name, "prefix": prefix, "user_id": who.user_id})),
         )
         .await?;
         tx.commit().await?;

@@ -47,15 +47,18 @@ impl App {
                 Some(r) => r,
                 None => {
                     let created = self
-                        .create_user_as_system(NewUserInput {
-                            username: (*username).to_owned(),
-                            first_name: (*first).to_owned(),
-                            last_name: (*last).to_owned(),
-                            email: format!("{username}@demo.casebook.invalid"),
-                            institution: Some("Casebook Demo".to_owned()),
-                            user_type: Some((*ty).to_owned()),
-                            password: Some(DEMO_PASSWORD.to_owned()),
-                        }, Channel::System)
+                        .create_user_as_system(
+                            NewUserInput {
+                                username: (*username).to_owned(),
+                                first_name: (*first).to_owned(),
+                                last_name: (*last).to_owned(),
+                                email: format!("{username}@demo.casebook.invalid"),
+                                institution: Some("Casebook Demo".to_owned()),
+                                user_type: Some((*ty).to_owned()),
+                                password: Some(DEMO_PASSWORD.to_owned()),
+                            },
+                            Channel::System,
+                        )
                         .await?;
                     self.store().user_by_id(created.user.id).await?.ok_or(AppError::NotFound("user"))?
                 }
@@ -122,8 +125,12 @@ impl App {
             } else {
                 Some(self.store().study_by_protocol_id(place).await?.ok_or(AppError::NotFound("site"))?.oid)
             };
-            self.assign_role(&who, &study.oid, RoleInput { username: (*username).to_owned(), role: (*role).to_owned(), site_oid })
-                .await?;
+            self.assign_role(
+                &who,
+                &study.oid,
+                RoleInput { username: (*username).to_owned(), role: (*role).to_owned(), site_oid },
+            )
+            .await?;
         }
         self.set_study_status(&who, &study.oid, StudyStatus::Available, Some("demo ready".into())).await?;
         for site in self.list_sites(&who, &study.oid).await? {

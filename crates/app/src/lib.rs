@@ -73,7 +73,10 @@ impl SecuritySettings {
             ));
         }
         if !(1..=20).contains(&self.argon2_iterations) {
-            return Err(format!("security.argon2_iterations must be between 1 and 20 (got {})", self.argon2_iterations));
+            return Err(format!(
+                "security.argon2_iterations must be between 1 and 20 (got {})",
+                self.argon2_iterations
+            ));
         }
         self.password.validate()
     }
@@ -113,14 +116,19 @@ impl App {
     /// # Errors
     /// Internal, when hashing fails.
     pub async fn hash_password(&self, password: &str) -> Result<String, AppError> {
-        secrets::hash_password(password.to_owned(), self.security.argon2_memory_kib, self.security.argon2_iterations).await
+        secrets::hash_password(password.to_owned(), self.security.argon2_memory_kib, self.security.argon2_iterations)
+            .await
     }
 
     /// A hash of a random password, made once, to verify against for unknown usernames.
     async fn dummy_hash(&self) -> Result<String, AppError> {
         self.dummy_hash
             .get_or_try_init(|| {
-                secrets::hash_password(secrets::random_token(16), self.security.argon2_memory_kib, self.security.argon2_iterations)
+                secrets::hash_password(
+                    secrets::random_token(16),
+                    self.security.argon2_memory_kib,
+                    self.security.argon2_iterations,
+                )
             })
             .await
             .cloned()

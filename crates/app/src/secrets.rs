@@ -28,11 +28,9 @@ pub async fn hash_password(password: String, memory_kib: u32, iterations: u32) -
 /// Checks a password against a stored hash on a blocking thread. The parameters come from
 /// the stored hash, so older hashes keep verifying after the settings change.
 pub async fn verify_password(password: String, stored: String) -> bool {
-    tokio::task::spawn_blocking(move || {
-        Argon2::default().verify_password(password.as_bytes(), stored.as_str()).is_ok()
-    })
-    .await
-    .unwrap_or(false)
+    tokio::task::spawn_blocking(move || Argon2::default().verify_password(password.as_bytes(), stored.as_str()).is_ok())
+        .await
+        .unwrap_or(false)
 }
 
 /// A random URL-safe token of `bytes` random bytes (hex encoded).

@@ -91,7 +91,8 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<String, AppError> {
 impl App {
     async fn fresh_oid(&self, tx: &mut casebook_store::WriteTx, protocol_id: &str) -> Result<String, AppError> {
         // Probe candidates inside the transaction so two creations cannot pick the same OID.
-        let mut candidate = oid::generate(OidKind::Study, protocol_id, |_| false, || rand::rng().random_range(0..10_000)).to_string();
+        let mut candidate =
+            oid::generate(OidKind::Study, protocol_id, |_| false, || rand::rng().random_range(0..10_000)).to_string();
         let base = candidate.clone();
         while tx.oid_taken(&candidate).await? {
             let n: u16 = rand::rng().random_range(0..10_000);
@@ -129,9 +130,9 @@ impl App {
             .await
             .map_err(|e| conflict_protocol(e, &details.protocol_id))?;
         tx.audit(
-            AuditEntry::new("study.created", "study", &oid)
-                .study(Some(id), None)
-                .new_value(serde_json::json!({"oid": oid, "status": "design", "details": details, "parameters": params})),
+            AuditEntry::new("study.created", "study", &oid).study(Some(id), None).new_value(
+                serde_json::json!({"oid": oid, "status": "design", "details": details, "parameters": params}),
+            ),
         )
         .await?;
         tx.commit().await?;
@@ -141,7 +142,9 @@ impl App {
     async fn ensure_protocol_free(&self, protocol_id: &str, except: Option<i64>) -> Result<(), AppError> {
         if let Some(existing) = self.store().study_by_protocol_id(protocol_id).await? {
             if Some(existing.id) != except {
-                return Err(AppError::Conflict(format!("the protocol ID '{protocol_id}' is already used by a study or site")));
+                return Err(AppError::Conflict(format!(
+                    "the protocol ID '{protocol_id}' is already used by a study or site"
+                )));
             }
         }
         Ok(())
@@ -183,9 +186,17 @@ impl App {
         self.update_study_row(who, study, None, upd).await
     }
 
-    async fn update_study_row(&self, who: &Principal, row: StudyRow, parent: Option<&StudyRow>, upd: StudyUpdate) -> Result<StudyView, AppError> {
-        let old_details: StudyDetails = serde_json::from_str(&row.details).map_err(crate::error::anyhow_like::internal)?;
-        let old_params: serde_json::Value = serde_json::from_str(&row.parameters).map_err(crate::error::anyhow_like::internal)?;
+    async fn update_study_row(
+        &self,
+        who: &Principal,
+        row: StudyRow,
+        parent: Option<&StudyRow>,
+        upd: StudyUpdate,
+    ) -> Result<StudyView, AppError> {
+        let old_details: StudyDetails =
+            serde_json::from_str(&row.details).map_err(crate::error::anyhow_like::internal)?;
+        let old_params: serde_json::Value =
+            serde_json::from_str(&row.parameters).map_err(crate::error::anyhow_like::internal)?;
         let mut errors = Vec::new();
         let details = upd.details.unwrap_or_else(|| old_details.clone()).check().map_err(|e| errors.extend(e)).ok();
         let params_json = match upd.parameters {
@@ -209,7 +220,9 @@ impl App {
             },
         };
         let reason = casebook_domain::text_field("reason", upd.reason.as_deref(), 1000, false, &mut errors);
-        let (Some(details), Some(params_json)) = (details, params_json) else { return Err(AppError::Validation(errors)) };
+        let (Some(details), Some(params_json)) = (details, params_json) else {
+            return Err(AppError::Validation(errors));
+        };
         if !errors.is_empty() {
             return Err(AppError::Validation(errors));
         }
@@ -223,7 +236,8 @@ impl App {
         tx.update_study(row.id, &details.protocol_id, &details.name, &to_json(&details)?, &params_json)
             .await
             .map_err(|e| conflict_protocol(e, &details.protocol_id))?;
-        let new_params: serde_json::Value = serde_json::from_str(&params_json).map_err(crate::error::anyhow_like::internal)?;
+        let new_params: serde_json::Value =
+            serde_json::from_str(&params_json).map_err(crate::error::anyhow_like::internal)?;
         tx.audit(
             AuditEntry::new(&format!("{kind}.updated"), kind, &row.oid)
                 .study(Some(study_id), site_id)
@@ -241,7 +255,13 @@ impl App {
     ///
     /// # Errors
     /// [`AppError::InvalidTransition`] for a move the state machine does not allow.
-    pub async fn set_study_status(&self, who: &Principal, oid: &str, to: StudyStatus, reason: Option<String>) -> Result<StudyView, AppError> {
+    pub async fn set_study_status(
+        &self,
+        who: &Principal,
+        oid: &str,
+        to: StudyStatus,
+        reason: Option<String>,
+    ) -> Result<StudyView, AppError> {
         let (study, access) = self.study_with_access(who, oid).await?;
         self.change_status(who, &access, study, None, to, reason).await
     }
@@ -277,7 +297,10 @@ impl App {
         };
         if !allowed {
             let hint = if from == StudyStatus::Removed {
-                format!("; a removed {kind} can only be restored to {}", before_removal.map_or("its earlier status", StudyStatus::as_str))
+                format!(
+                    "; a removed {kind} can only be restored to {}",
+                    before_removal.map_or("its earlier status", StudyStatus::as_str)
+                )
             } else {
                 String::new()
             };
@@ -315,7 +338,12 @@ impl App {
     ///
     /// # Errors
     /// Validation errors; forbidden; conflict on a taken protocol ID.
-    pub async fn create_site(&self, who: &Principal, study_oid: &str, input: NewSiteInput) -> Result<StudyView, AppError> {
+    pub async fn create_site(
+        &self,
+        who: &Principal,
+        study_oid: &str,
+        input: NewSiteInput,
+    ) -> Result<StudyView, AppError> {
         let (study, access) = self.study_with_access(who, study_oid).await?;
         if !(access.admin || access.study_role.is_some_and(|r| r.allows(Permission::ManageSites))) {
             return Err(AppError::Forbidden("create sites in this study"));
@@ -363,13 +391,20 @@ impl App {
         Ok(out)
     }
 
-    async fn site_with_access(&self, who: &Principal, study_oid: &str, site_oid: &str) -> Result<(StudyRow, StudyRow, Access), AppError> {
+    async fn site_with_access(
+        &self,
+        who: &Principal,
+        study_oid: &str,
+        site_oid: &str,
+    ) -> Result<(StudyRow, StudyRow, Access), AppError> {
         let (study, access) = self.study_with_access(who, study_oid).await?;
         let site = self
             .store()
             .study_by_oid(site_oid)
             .await?
-            .filter(|s| s.parent_id == Some(study.id) && access.sees_site(s.id) && (s.status != "removed" || access.admin))
+            .filter(|s| {
+                s.parent_id == Some(study.id) && access.sees_site(s.id) && (s.status != "removed" || access.admin)
+            })
             .ok_or(AppError::NotFound("site"))?;
         Ok((study, site, access))
     }
@@ -387,7 +422,13 @@ impl App {
     ///
     /// # Errors
     /// Validation errors; forbidden; not found.
-    pub async fn update_site(&self, who: &Principal, study_oid: &str, site_oid: &str, upd: StudyUpdate) -> Result<StudyView, AppError> {
+    pub async fn update_site(
+        &self,
+        who: &Principal,
+        study_oid: &str,
+        site_oid: &str,
+        upd: StudyUpdate,
+    ) -> Result<StudyView, AppError> {
         let (study, site, access) = self.site_with_access(who, study_oid, site_oid).await?;
         if !(access.admin || access.study_role.is_some_and(|r| r.allows(Permission::ManageSites))) {
             return Err(AppError::Forbidden("edit this site"));
@@ -399,7 +440,14 @@ impl App {
     ///
     /// # Errors
     /// Invalid transition; forbidden; not found.
-    pub async fn set_site_status(&self, who: &Principal, study_oid: &str, site_oid: &str, to: StudyStatus, reason: Option<String>) -> Result<StudyView, AppError> {
+    pub async fn set_site_status(
+        &self,
+        who: &Principal,
+        study_oid: &str,
+        site_oid: &str,
+        to: StudyStatus,
+        reason: Option<String>,
+    ) -> Result<StudyView, AppError> {
         let (study, site, access) = self.site_with_access(who, study_oid, site_oid).await?;
         self.change_status(who, &access, site, Some(&study), to, reason).await
     }
@@ -409,29 +457,31 @@ impl App {
     /// # Errors
     /// Validation errors (unknown user or role, role not offered at that level); conflict
     /// when the user already holds a role there.
-    pub async fn assign_role(&self, who: &Principal, study_oid: &str, input: RoleInput) -> Result<crate::accounts::RoleView, AppError> {
+    pub async fn assign_role(
+        &self,
+        who: &Principal,
+        study_oid: &str,
+        input: RoleInput,
+    ) -> Result<crate::accounts::RoleView, AppError> {
         let (study, access) = self.study_with_access(who, study_oid).await?;
         if !access.can_study(Permission::AssignRoles) {
             return Err(AppError::Forbidden("assign roles in this study"));
         }
         let (target, level) = match &input.site_oid {
             Some(site_oid) => {
-                let site = self
-                    .store()
-                    .study_by_oid(site_oid)
-                    .await?
-                    .filter(|s| s.parent_id == Some(study.id))
-                    .ok_or_else(|| AppError::invalid("site_oid", format!("'{site_oid}' is not a site of {}", study.oid)))?;
+                let site =
+                    self.store().study_by_oid(site_oid).await?.filter(|s| s.parent_id == Some(study.id)).ok_or_else(
+                        || AppError::invalid("site_oid", format!("'{site_oid}' is not a site of {}", study.oid)),
+                    )?;
                 (site, RoleLevel::Site)
             }
             None => (study.clone(), RoleLevel::Study),
         };
         let role = Role::parse(&input.role, level)?;
-        let user = self
-            .store()
-            .user_by_username(input.username.trim())
-            .await?
-            .ok_or_else(|| AppError::invalid("username", format!("there is no user '{}'", input.username.trim())))?;
+        let user =
+            self.store().user_by_username(input.username.trim()).await?.ok_or_else(|| {
+                AppError::invalid("username", format!("there is no user '{}'", input.username.trim()))
+            })?;
         if user.status == "removed" {
             return Err(AppError::invalid("username", "the account is removed"));
         }
@@ -471,13 +521,24 @@ impl App {
     ///
     /// # Errors
     /// Not found when the user holds no role there; forbidden.
-    pub async fn remove_role(&self, who: &Principal, study_oid: &str, username: &str, site_oid: Option<&str>) -> Result<(), AppError> {
+    pub async fn remove_role(
+        &self,
+        who: &Principal,
+        study_oid: &str,
+        username: &str,
+        site_oid: Option<&str>,
+    ) -> Result<(), AppError> {
         let (study, access) = self.study_with_access(who, study_oid).await?;
         if !access.can_study(Permission::AssignRoles) {
             return Err(AppError::Forbidden("remove roles in this study"));
         }
         let target = match site_oid {
-            Some(s) => self.store().study_by_oid(s).await?.filter(|x| x.parent_id == Some(study.id)).ok_or(AppError::NotFound("site"))?,
+            Some(s) => self
+                .store()
+                .study_by_oid(s)
+                .await?
+                .filter(|x| x.parent_id == Some(study.id))
+                .ok_or(AppError::NotFound("site"))?,
             None => study.clone(),
         };
         let user = self.store().user_by_username(username).await?.ok_or(AppError::NotFound("user"))?;
@@ -501,7 +562,11 @@ impl App {
     ///
     /// # Errors
     /// Not found when the study is invisible.
-    pub async fn list_roles(&self, who: &Principal, study_oid: &str) -> Result<Vec<crate::accounts::RoleView>, AppError> {
+    pub async fn list_roles(
+        &self,
+        who: &Principal,
+        study_oid: &str,
+    ) -> Result<Vec<crate::accounts::RoleView>, AppError> {
         let (study, access) = self.study_with_access(who, study_oid).await?;
         let mut out = Vec::new();
         let mut places = vec![(study.clone(), RoleLevel::Study)];

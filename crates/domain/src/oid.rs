@@ -91,12 +91,7 @@ pub fn normalise_key(key: &str, max: usize) -> String {
 ///
 /// `taken` says whether an OID is already in use; `random` yields numbers in 0..=9999 (injected
 /// so tests are deterministic).
-pub fn generate(
-    kind: OidKind,
-    key: &str,
-    mut taken: impl FnMut(&str) -> bool,
-    mut random: impl FnMut() -> u16,
-) -> Oid {
+pub fn generate(kind: OidKind, key: &str, mut taken: impl FnMut(&str) -> bool, mut random: impl FnMut() -> u16) -> Oid {
     let normalised = normalise_key(key, kind.truncation());
     let base = if normalised.is_empty() {
         format!("{}{}", kind.prefix(), random() % 10_000)

@@ -102,7 +102,10 @@ impl Role {
                 RoleLevel::Study => "a study",
                 RoleLevel::Site => "a site",
             };
-            FieldError::new("role", format!("'{text}' is not a role at {level_name}; use one of: {}", offered.join(", ")))
+            FieldError::new(
+                "role",
+                format!("'{text}' is not a role at {level_name}; use one of: {}", offered.join(", ")),
+            )
         })
     }
 
@@ -190,7 +193,12 @@ impl Permission {
             },
             StudyStatus::Locked => matches!(
                 self,
-                Self::ViewStudy | Self::ViewData | Self::ViewAudit | Self::Extract | Self::ManageStudy | Self::AssignRoles
+                Self::ViewStudy
+                    | Self::ViewData
+                    | Self::ViewAudit
+                    | Self::Extract
+                    | Self::ManageStudy
+                    | Self::AssignRoles
             ),
         }
     }
@@ -207,9 +215,7 @@ impl Role {
             P::ManageStudy | P::ManageSites | P::AssignRoles | P::BuildStudy => {
                 matches!(self, R::DataManager | R::StudyDirector)
             }
-            P::EnterData | P::AdministrativeEdit | P::ImportData => {
-                !matches!(self, R::Monitor)
-            }
+            P::EnterData | P::AdministrativeEdit | P::ImportData => !matches!(self, R::Monitor),
             P::RemoveParticipant => matches!(self, R::DataManager | R::StudyDirector | R::Investigator),
             P::ReassignParticipant | P::LockData => matches!(self, R::DataManager | R::StudyDirector),
             P::Sign => matches!(self, R::Investigator),

@@ -209,7 +209,9 @@ pub fn parse_id_template(t: &str) -> Result<(), String> {
             "site" | "study" => {}
             "n" => numbers += 1,
             n if n.starts_with("n:0") && n[3..].parse::<u8>().is_ok_and(|w| (1..=12).contains(&w)) => numbers += 1,
-            other => return Err(format!("unknown placeholder '{{{other}}}': use {{site}}, {{study}}, {{n}} or {{n:04}}")),
+            other => {
+                return Err(format!("unknown placeholder '{{{other}}}': use {{site}}, {{study}}, {{n}} or {{n:04}}"));
+            }
         }
         rest = &rest[open + close + 1..];
     }

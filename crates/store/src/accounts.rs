@@ -52,7 +52,9 @@ impl Store {
     /// # Errors
     /// On database failure.
     pub async fn user_by_username(&self, username: &str) -> Result<Option<UserRow>, StoreError> {
-        Ok(on_db!(self.db(), p => sqlx::query_as(user_select!("WHERE username = $1")).bind(username).fetch_optional(p).await?))
+        Ok(
+            on_db!(self.db(), p => sqlx::query_as(user_select!("WHERE username = $1")).bind(username).fetch_optional(p).await?),
+        )
     }
 
     /// # Errors
@@ -244,8 +246,15 @@ impl WriteTx {
     pub async fn user_for_update(&mut self, username: &str) -> Result<Option<UserRow>, StoreError> {
         // SQLite's BEGIN IMMEDIATE already holds the write lock; PostgreSQL locks the row.
         Ok(match &mut self.tx {
-            crate::tx::Tx::Sqlite(t) => sqlx::query_as(user_select!("WHERE username = $1")).bind(username).fetch_optional(&mut **t).await?,
-            crate::tx::Tx::Postgres(t) => sqlx::query_as(user_select!("WHERE username = $1 FOR UPDATE")).bind(username).fetch_optional(&mut **t).await?,
+            crate::tx::Tx::Sqlite(t) => {
+                sqlx::query_as(user_select!("WHERE username = $1")).bind(username).fetch_optional(&mut **t).await?
+            }
+            crate::tx::Tx::Postgres(t) => {
+                sqlx::query_as(user_select!("WHERE username = $1 FOR UPDATE"))
+                    .bind(username)
+                    .fetch_optional(&mut **t)
+                    .await?
+            }
         })
     }
 
@@ -253,7 +262,15 @@ impl WriteTx {
     ///
     /// # Errors
     /// On database failure.
-    pub async fn update_user_profile(&mut self, id: i64, first: &str, last: &str, email: &str, institution: Option<&str>, user_type: &str) -> Result<(), StoreError> {
+    pub async fn update_user_profile(
+        &mut self,
+        id: i64,
+        first: &str,
+        last: &str,
+        email: &str,
+        institution: Option<&str>,
+        user_type: &str,
+    ) -> Result<(), StoreError> {
         let now = self.now();
         on_tx!(self, c => sqlx::query(
             "UPDATE users SET first_name = $1, last_name = $2, email = $3, institution = $4, user_type = $5, updated_at = $6 WHERE id = $7")
@@ -299,7 +316,13 @@ impl WriteTx {
     ///
     /// # Errors
     /// On database failure.
-    pub async fn insert_session(&mut self, user_id: i64, token_hash: &str, csrf: &str, channel: &str) -> Result<i64, StoreError> {
+    pub async fn insert_session(
+        &mut self,
+        user_id: i64,
+        token_hash: &str,
+        csrf: &str,
+        channel: &str,
+    ) -> Result<i64, StoreError> {
         let now = self.now();
         Ok(on_tx!(self, c => sqlx::query_scalar(
             "INSERT INTO sessions (token_hash, user_id, csrf_token, channel, created_at, last_seen_at) VALUES ($1, $2, $3, $4, $5, $5) RETURNING id")
@@ -320,14 +343,22 @@ impl WriteTx {
     /// # Errors
     /// On database failure.
     pub async fn delete_sessions_of(&mut self, user_id: i64) -> Result<u64, StoreError> {
-        Ok(on_tx!(self, c => sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(c).await?.rows_affected()))
+        Ok(
+            on_tx!(self, c => sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(c).await?.rows_affected()),
+        )
     }
 
     /// Stores a new API key.
     ///
     /// # Errors
     /// On database failure.
-    pub async fn insert_api_key(&mut self, user_id: i64, name: &str, prefix: &str, key_hash: &str) -> Result<i64, StoreError> {
+    pub async fn insert_api_key(
+        &mut self,
+        user_id: i64,
+        name: &str,
+        prefix: &str,
+        key_hash: &str,
+    ) -> Result<i64, StoreError> {
         let now = self.now();
         Ok(on_tx!(self, c => sqlx::query_scalar(
             "INSERT INTO api_keys (user_id, name, prefix, key_hash, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id")
@@ -340,8 +371,11 @@ impl WriteTx {
     /// On database failure.
     pub async fn revoke_api_key(&mut self, user_id: i64, key_id: i64) -> Result<bool, StoreError> {
         let now = self.now();
-        Ok(on_tx!(self, c => sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL")
-            .bind(now).bind(key_id).bind(user_id).execute(c).await?.rows_affected()) == 1)
+        Ok(
+            on_tx!(self, c => sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL")
+            .bind(now).bind(key_id).bind(user_id).execute(c).await?.rows_affected())
+                == 1,
+        )
     }
 
     /// Revokes every key of a user (removal).
@@ -350,8 +384,10 @@ impl WriteTx {
     /// On database failure.
     pub async fn revoke_api_keys_of(&mut self, user_id: i64) -> Result<u64, StoreError> {
         let now = self.now();
-        Ok(on_tx!(self, c => sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
-            .bind(now).bind(user_id).execute(c).await?.rows_affected()))
+        Ok(
+            on_tx!(self, c => sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+            .bind(now).bind(user_id).execute(c).await?.rows_affected()),
+        )
     }
 
     /// Assigns a role.
@@ -376,4 +412,3 @@ impl WriteTx {
             .bind(now).bind(user_id).bind(study_id).fetch_optional(c).await?))
     }
 }
-

@@ -6,8 +6,8 @@
 //! can commit after a later sequence number was sealed; the sealer picks such late rows up
 //! on its next pass (it looks back [`LATE_WINDOW`] sequence numbers), so nothing is skipped.
 
-use crate::db::{Db, StoreError};
 use crate::Store;
+use crate::db::{Db, StoreError};
 use casebook_domain::audit::{AuditRecord, GENESIS, chain_hash};
 use time::OffsetDateTime;
 
@@ -240,8 +240,15 @@ impl Store {
                     let b = broken(format!("chain position {expected_position} is missing"));
                     return Ok(ChainReport { sealed, first_break: Some(b), unsealed_seqs: vec![] });
                 }
-                let (Some(seq), Some(at), Some(actor_username), Some(channel), Some(action), Some(entity_type), Some(entity_id)) =
-                    (r.seq, r.at, r.actor_username, r.channel, r.action, r.entity_type, r.entity_id)
+                let (
+                    Some(seq),
+                    Some(at),
+                    Some(actor_username),
+                    Some(channel),
+                    Some(action),
+                    Some(entity_type),
+                    Some(entity_id),
+                ) = (r.seq, r.at, r.actor_username, r.channel, r.action, r.entity_type, r.entity_id)
                 else {
                     let b = broken(format!("audit event {} was deleted", r.seal_seq));
                     return Ok(ChainReport { sealed, first_break: Some(b), unsealed_seqs: vec![] });

@@ -143,3 +143,15 @@ macro_rules! on_tx {
         }
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Db;
+
+    #[test]
+    fn migration_trees_are_in_lockstep() {
+        let (sqlite, postgres) = Db::migration_versions();
+        assert!(!sqlite.is_empty());
+        assert_eq!(sqlite, postgres, "migrations/sqlite and migrations/postgres must carry the same versions");
+    }
+}

@@ -59,7 +59,9 @@ impl Store {
     /// # Errors
     /// On database failure.
     pub async fn studies(&self) -> Result<Vec<StudyRow>, StoreError> {
-        Ok(on_db!(self.db(), p => sqlx::query_as(study_select!("WHERE parent_id IS NULL ORDER BY protocol_id_key")).fetch_all(p).await?))
+        Ok(
+            on_db!(self.db(), p => sqlx::query_as(study_select!("WHERE parent_id IS NULL ORDER BY protocol_id_key")).fetch_all(p).await?),
+        )
     }
 
     /// The sites of a study, by protocol ID.
@@ -122,8 +124,12 @@ impl WriteTx {
     /// On database failure.
     pub async fn study_for_update(&mut self, id: i64) -> Result<Option<StudyRow>, StoreError> {
         Ok(match &mut self.tx {
-            crate::tx::Tx::Sqlite(t) => sqlx::query_as(study_select!("WHERE id = $1")).bind(id).fetch_optional(&mut **t).await?,
-            crate::tx::Tx::Postgres(t) => sqlx::query_as(study_select!("WHERE id = $1 FOR UPDATE")).bind(id).fetch_optional(&mut **t).await?,
+            crate::tx::Tx::Sqlite(t) => {
+                sqlx::query_as(study_select!("WHERE id = $1")).bind(id).fetch_optional(&mut **t).await?
+            }
+            crate::tx::Tx::Postgres(t) => {
+                sqlx::query_as(study_select!("WHERE id = $1 FOR UPDATE")).bind(id).fetch_optional(&mut **t).await?
+            }
         })
     }
 
@@ -131,7 +137,14 @@ impl WriteTx {
     ///
     /// # Errors
     /// [`StoreError::Conflict`] when the new protocol ID is taken.
-    pub async fn update_study(&mut self, id: i64, protocol_id: &str, name: &str, details: &str, parameters: &str) -> Result<(), StoreError> {
+    pub async fn update_study(
+        &mut self,
+        id: i64,
+        protocol_id: &str,
+        name: &str,
+        details: &str,
+        parameters: &str,
+    ) -> Result<(), StoreError> {
         let now = self.now();
         on_tx!(self, c => sqlx::query(
             "UPDATE studies SET protocol_id = $1, protocol_id_key = $2, name = $3, details = $4, parameters = $5, updated_at = $6 WHERE id = $7")
@@ -144,7 +157,12 @@ impl WriteTx {
     ///
     /// # Errors
     /// On database failure.
-    pub async fn set_study_status(&mut self, id: i64, status: &str, before_removal: Option<&str>) -> Result<(), StoreError> {
+    pub async fn set_study_status(
+        &mut self,
+        id: i64,
+        status: &str,
+        before_removal: Option<&str>,
+    ) -> Result<(), StoreError> {
         let now = self.now();
         on_tx!(self, c => sqlx::query("UPDATE studies SET status = $1, status_before_removal = $2, updated_at = $3 WHERE id = $4")
             .bind(status).bind(before_removal).bind(now).bind(id).execute(c).await?.rows_affected());

@@ -1,0 +1,298 @@
+//! The OpenAPI document (`/api/v1/openapi.json`) and browsable API docs (`/api/docs`), both
+//! served from the binary: nothing is fetched from the internet.
+
+use crate::AppState;
+use axum::Json;
+use axum::Router;
+use axum::response::Html;
+use axum::routing::get;
+use serde_json::{Map, Value, json};
+
+/// Every endpoint: method, path, tag, summary, request body schema name (if any), success status.
+pub const ENDPOINTS: &[(&str, &str, &str, &str, Option<&str>, u16)] = &[
+    (
+        "post",
+        "/api/v1/auth/login",
+        "auth",
+        "Sign in with username and password; starts a browser session and returns its CSRF token",
+        Some("Login"),
+        200,
+    ),
+    ("post", "/api/v1/auth/logout", "auth", "End the current browser session", None, 204),
+    ("get", "/api/v1/me", "auth", "The caller's account and roles", None, 200),
+    (
+        "post",
+        "/api/v1/me/password",
+        "auth",
+        "Change the caller's password (needs the current one)",
+        Some("PasswordChange"),
+        204,
+    ),
+    (
+        "get",
+        "/api/v1/me/api-keys",
+        "api keys",
+        "The caller's API keys (prefix, created, last used, revoked; never the secret)",
+        None,
+        200,
+    ),
+    (
+        "post",
+        "/api/v1/me/api-keys",
+        "api keys",
+        "Create a named API key; the secret is in the response and shown only once",
+        Some("ApiKeyCreate"),
+        201,
+    ),
+    ("delete", "/api/v1/me/api-keys/{id}", "api keys", "Revoke one of the caller's API keys", None, 204),
+    ("get", "/api/v1/users", "users", "Users the caller may see (administrators: all)", None, 200),
+    (
+        "post",
+        "/api/v1/users",
+        "users",
+        "Create a user (administrators); a temporary password is returned when none is given",
+        Some("UserCreate"),
+        201,
+    ),
+    ("get", "/api/v1/users/{username}", "users", "One user", None, 200),
+    (
+        "patch",
+        "/api/v1/users/{username}",
+        "users",
+        "Edit a user's profile or type (administrators)",
+        Some("UserPatch"),
+        200,
+    ),
+    ("post", "/api/v1/users/{username}/lock", "users", "Lock an account and end its sessions", None, 200),
+    ("post", "/api/v1/users/{username}/unlock", "users", "Unlock an account and clear its failed sign-ins", None, 200),
+    (
+        "post",
+        "/api/v1/users/{username}/remove",
+        "users",
+        "Remove an account (kept for the record; sessions ended, keys revoked)",
+        None,
+        200,
+    ),
+    ("post", "/api/v1/users/{username}/restore", "users", "Restore a removed account", None, 200),
+    (
+        "post",
+        "/api/v1/users/{username}/reset-password",
+        "users",
+        "Reset to a temporary password that must be changed at next sign-in",
+        None,
+        200,
+    ),
+    (
+        "get",
+        "/api/v1/users/{username}/audit",
+        "audit",
+        "Audit trail of a user: what they did and what was done to the account",
+        None,
+        200,
+    ),
+    ("get", "/api/v1/studies", "studies", "Studies the caller has a role in (administrators: all)", None, 200),
+    (
+        "post",
+        "/api/v1/studies",
+        "studies",
+        "Create a study in status design (administrators)",
+        Some("StudyCreate"),
+        201,
+    ),
+    ("get", "/api/v1/studies/{oid}", "studies", "One study", None, 200),
+    ("patch", "/api/v1/studies/{oid}", "studies", "Edit a study's details and parameters", Some("StudyUpdate"), 200),
+    (
+        "post",
+        "/api/v1/studies/{oid}/status",
+        "studies",
+        "Change a study's status: design → available → frozen → locked (and back)",
+        Some("StatusChange"),
+        200,
+    ),
+    (
+        "get",
+        "/api/v1/studies/{oid}/sites",
+        "sites",
+        "Sites of a study the caller may see (site users: their own)",
+        None,
+        200,
+    ),
+    ("post", "/api/v1/studies/{oid}/sites", "sites", "Create a site", Some("SiteCreate"), 201),
+    ("get", "/api/v1/studies/{oid}/sites/{site}", "sites", "One site", None, 200),
+    ("patch", "/api/v1/studies/{oid}/sites/{site}", "sites", "Edit a site", Some("StudyUpdate"), 200),
+    ("post", "/api/v1/studies/{oid}/sites/{site}/status", "sites", "Change a site's status", Some("StatusChange"), 200),
+    (
+        "get",
+        "/api/v1/studies/{oid}/roles",
+        "roles",
+        "Role assignments in the study and the sites the caller may see",
+        None,
+        200,
+    ),
+    (
+        "post",
+        "/api/v1/studies/{oid}/roles",
+        "roles",
+        "Assign a role at the study or one of its sites",
+        Some("RoleAssign"),
+        201,
+    ),
+    (
+        "delete",
+        "/api/v1/studies/{oid}/roles/{username}",
+        "roles",
+        "Remove a user's role (query site_oid for a site role)",
+        None,
+        204,
+    ),
+    (
+        "get",
+        "/api/v1/studies/{oid}/audit",
+        "audit",
+        "Audit trail of a study (site users: their sites); paged with after/limit",
+        None,
+        200,
+    ),
+    (
+        "get",
+        "/api/v1/audit",
+        "audit",
+        "Audit trail of one record: entity_type and entity_id (administrators)",
+        None,
+        200,
+    ),
+    (
+        "post",
+        "/api/v1/audit/verify",
+        "audit",
+        "Seal pending audit rows and verify the hash chain (administrators)",
+        None,
+        200,
+    ),
+];
+
+fn schemas() -> Value {
+    let s = |props: &[(&str, &str)], required: &[&str]| {
+        let mut p = Map::new();
+        for (name, ty) in props {
+            p.insert((*name).to_owned(), json!({"type": ty}));
+        }
+        json!({"type": "object", "properties": p, "required": required})
+    };
+    let details: &[(&str, &str)] = &[
+        ("protocol_id", "string"),
+        ("secondary_id", "string"),
+        ("name", "string"),
+        ("title", "string"),
+        ("summary", "string"),
+        ("sponsor", "string"),
+        ("collaborators", "string"),
+        ("principal_investigator", "string"),
+        ("phase", "string"),
+        ("protocol_type", "string"),
+        ("expected_enrollment", "integer"),
+        ("start_date", "string"),
+        ("end_date", "string"),
+        ("facility_name", "string"),
+        ("facility_city", "string"),
+        ("facility_country", "string"),
+        ("contact_email", "string"),
+        ("parameters", "object"),
+    ];
+    json!({
+        "Login": s(&[("username", "string"), ("password", "string")], &["username", "password"]),
+        "PasswordChange": s(&[("current_password", "string"), ("new_password", "string")], &["current_password", "new_password"]),
+        "ApiKeyCreate": s(&[("name", "string")], &["name"]),
+        "UserCreate": s(&[("username", "string"), ("first_name", "string"), ("last_name", "string"), ("email", "string"),
+            ("institution", "string"), ("user_type", "string"), ("password", "string")], &["username", "first_name", "last_name", "email"]),
+        "UserPatch": s(&[("first_name", "string"), ("last_name", "string"), ("email", "string"), ("institution", "string"), ("user_type", "string")], &[]),
+        "StudyCreate": s(details, &["protocol_id", "name"]),
+        "SiteCreate": s(details, &["protocol_id", "name"]),
+        "StudyUpdate": s(&[("details", "object"), ("parameters", "object"), ("reason", "string")], &[]),
+        "StatusChange": s(&[("status", "string"), ("reason", "string")], &["status"]),
+        "RoleAssign": s(&[("username", "string"), ("role", "string"), ("site_oid", "string")], &["username", "role"]),
+        "Error": s(&[("code", "string"), ("message", "string"), ("details", "object"), ("request_id", "string")], &["code", "message"]),
+    })
+}
+
+/// The OpenAPI 3.1 document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for (method, path, tag, summary, body, status) in ENDPOINTS {
+        let params: Vec<Value> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let mut op = json!({
+            "tags": [tag],
+            "summary": summary,
+            "parameters": params,
+            "responses": {
+                status.to_string(): {"description": "success"},
+                "default": {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+            },
+        });
+        if let Some(b) = body {
+            op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{b}")}}}});
+        }
+        let entry = paths.entry((*path).to_owned()).or_insert_with(|| json!({}));
+        entry[*method] = op;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Casebook API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Native REST API of Casebook. Authenticate with `Authorization: Bearer <api key>` \
+                (or OpenClinica-style Basic with the key as username), or with a session from /api/v1/auth/login \
+                plus the X-CSRF-Token header on writes. Errors are JSON {code, message, details, request_id}.",
+        },
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas(),
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "basicApiKey": {"type": "http", "scheme": "basic", "description": "API key as username, any password"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "casebook_session"},
+            },
+        },
+        "security": [{"bearer": []}, {"basicApiKey": []}, {"session": []}],
+    })
+}
+
+pub async fn openapi() -> Json<Value> {
+    Json(document())
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/api/docs", get(docs_page))
+}
+
+async fn docs_page() -> Html<String> {
+    let mut rows = String::new();
+    let mut last_tag = "";
+    for (method, path, tag, summary, body, status) in ENDPOINTS {
+        if *tag != last_tag {
+            rows.push_str(&format!("<h2>{}</h2>", crate::html::escape(tag)));
+            last_tag = tag;
+        }
+        let body = body.map(|b| format!(" <span class=body>body: {b}</span>")).unwrap_or_default();
+        rows.push_str(&format!(
+            "<div class=ep><span class='m {method}'>{}</span> <code>{}</code> → {status}{body}<p>{}</p></div>",
+            method.to_uppercase(),
+            crate::html::escape(path),
+            crate::html::escape(summary)
+        ));
+    }
+    Html(format!(
+        "<!doctype html><html lang=en><head><meta charset=utf-8><title>Casebook API</title><style>\
+         body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#1d2733}}\
+         .ep{{border:1px solid #d6dde5;border-radius:6px;padding:.5rem .8rem;margin:.4rem 0}}.ep p{{margin:.3rem 0 0;color:#445}}\
+         .m{{display:inline-block;min-width:4.5rem;font-weight:600}}.get{{color:#1b6e3a}}.post{{color:#1c4f9c}}.patch{{color:#8a5a00}}.delete{{color:#a02020}}\
+         .body{{color:#667;font-size:.9em}}</style></head><body><h1>Casebook API v1</h1>\
+         <p>Machine-readable: <a href=/api/v1/openapi.json>/api/v1/openapi.json</a> (OpenAPI 3.1). Authenticate with \
+         <code>Authorization: Bearer &lt;api key&gt;</code>. Errors are JSON <code>{{code, message, details, request_id}}</code>.</p>{rows}</body></html>"
+    ))
+}
