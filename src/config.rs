@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     pub server: ServerSettings,
@@ -12,18 +12,6 @@ pub struct Settings {
     pub security: casebook_app::SecuritySettings,
     pub audit: AuditSettings,
     pub log: LogSettings,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            server: ServerSettings::default(),
-            http: casebook_web::WebSettings::default(),
-            security: casebook_app::SecuritySettings::default(),
-            audit: AuditSettings::default(),
-            log: LogSettings::default(),
-        }
-    }
 }
 
 #[derive(Clone, serde::Deserialize, serde::Serialize)]

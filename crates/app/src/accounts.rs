@@ -222,10 +222,10 @@ impl App {
             }
         }
         let mut users = self.store().users_in_studies(&scope).await?;
-        if !users.iter().any(|u| u.id == who.user_id) {
-            if let Some(me) = self.store().user_by_id(who.user_id).await? {
-                users.push(me);
-            }
+        if !users.iter().any(|u| u.id == who.user_id)
+            && let Some(me) = self.store().user_by_id(who.user_id).await?
+        {
+            users.push(me);
         }
         Ok(users.into_iter().map(UserView::from).collect())
     }

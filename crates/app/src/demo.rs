@@ -15,7 +15,11 @@ use casebook_domain::user::UserType;
 pub const DEMO_PASSWORD: &str = "Demo-password-1";
 
 /// The demo accounts: username, first name, last name, user type, where, role.
-pub const DEMO_USERS: &[(&str, &str, &str, &str, Option<&str>, Option<&str>)] = &[
+/// username, first name, last name, user type, where (`study` or a site protocol ID), role.
+pub type DemoUser =
+    (&'static str, &'static str, &'static str, &'static str, Option<&'static str>, Option<&'static str>);
+
+pub const DEMO_USERS: &[DemoUser] = &[
     ("demo_admin", "Ada", "Admin", "technical_administrator", None, None),
     ("demo_dm", "Dana", "Manager", "user", Some("study"), Some("data_manager")),
     ("demo_director", "Drew", "Director", "user", Some("study"), Some("study_director")),

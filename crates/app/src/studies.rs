@@ -140,12 +140,12 @@ impl App {
     }
 
     async fn ensure_protocol_free(&self, protocol_id: &str, except: Option<i64>) -> Result<(), AppError> {
-        if let Some(existing) = self.store().study_by_protocol_id(protocol_id).await? {
-            if Some(existing.id) != except {
-                return Err(AppError::Conflict(format!(
-                    "the protocol ID '{protocol_id}' is already used by a study or site"
-                )));
-            }
+        if let Some(existing) = self.store().study_by_protocol_id(protocol_id).await?
+            && Some(existing.id) != except
+        {
+            return Err(AppError::Conflict(format!(
+                "the protocol ID '{protocol_id}' is already used by a study or site"
+            )));
         }
         Ok(())
     }

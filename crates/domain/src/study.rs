@@ -292,19 +292,19 @@ impl StudyDetails {
         self.facility_city = opt("facility_city", self.facility_city, 255, &mut e);
         self.facility_country = opt("facility_country", self.facility_country, 64, &mut e);
         self.contact_email = opt("contact_email", self.contact_email, 254, &mut e);
-        if let Some(mail) = &self.contact_email {
-            if let Err(mut err) = crate::user::parse_email(mail) {
-                err.field = "contact_email".to_owned();
-                e.push(err);
-            }
+        if let Some(mail) = &self.contact_email
+            && let Err(mut err) = crate::user::parse_email(mail)
+        {
+            err.field = "contact_email".to_owned();
+            e.push(err);
         }
         if self.protocol_id.contains(['<', '>']) {
             e.push(FieldError::new("protocol_id", "must not contain '<' or '>'"));
         }
-        if let (Some(s), Some(end)) = (self.start_date, self.end_date) {
-            if end < s {
-                e.push(FieldError::new("end_date", "must not be before start_date"));
-            }
+        if let (Some(s), Some(end)) = (self.start_date, self.end_date)
+            && end < s
+        {
+            e.push(FieldError::new("end_date", "must not be before start_date"));
         }
         if self.expected_enrollment.is_some_and(|n| n > 10_000_000) {
             e.push(FieldError::new("expected_enrollment", "must be at most 10000000"));

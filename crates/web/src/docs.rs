@@ -9,7 +9,10 @@ use axum::routing::get;
 use serde_json::{Map, Value, json};
 
 /// Every endpoint: method, path, tag, summary, request body schema name (if any), success status.
-pub const ENDPOINTS: &[(&str, &str, &str, &str, Option<&str>, u16)] = &[
+/// method, path, tag, summary, request body schema, success status.
+type Endpoint = (&'static str, &'static str, &'static str, &'static str, Option<&'static str>, u16);
+
+pub const ENDPOINTS: &[Endpoint] = &[
     (
         "post",
         "/api/v1/auth/login",

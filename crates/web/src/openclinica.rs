@@ -101,10 +101,10 @@ async fn logout(State(s): State<AppState>, headers: HeaderMap) -> Response {
     if cross_site(&headers) {
         return StatusCode::FORBIDDEN.into_response();
     }
-    if let Ok(Some(p)) = crate::auth::resolve(&s.app, &headers).await {
-        if let Err(e) = s.app.logout(&p).await {
-            tracing::error!(error = %e, "logout failed");
-        }
+    if let Ok(Some(p)) = crate::auth::resolve(&s.app, &headers).await
+        && let Err(e) = s.app.logout(&p).await
+    {
+        tracing::error!(error = %e, "logout failed");
     }
     let ctx = &s.web.openclinica_context;
     let c1 = set_cookie(SESSION_COOKIE, "", "/", s.web.secure_cookies, Some(0));

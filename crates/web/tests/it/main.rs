@@ -5,7 +5,7 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`); each test creates and drops its own
 //! database. Setting it to `off` skips the PostgreSQL half, and says so loudly.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)] // test database names use the wall clock for uniqueness
 
 mod accounts;
 mod audit;
