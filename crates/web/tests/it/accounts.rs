@@ -151,27 +151,3 @@ async fn user_admin_t(t: TestApp) {
         assert!(actions.contains(&a), "{a} in {actions:?}");
     }
 }
-
-impl TestApp {
-    pub async fn key_with_password(&self, username: &str, password: &str) -> String {
-        let c = client();
-        let login: Value = c
-            .post(self.url("/api/v1/auth/login"))
-            .json(&json!({"username": username, "password": password}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let csrf = login["csrf_token"].as_str().unwrap();
-        let r = c
-            .post(self.url("/api/v1/me/api-keys"))
-            .header("x-csrf-token", csrf)
-            .json(&json!({"name": "k"}))
-            .send()
-            .await
-            .unwrap();
-        r.json::<Value>().await.unwrap()["key"].as_str().unwrap().to_owned()
-    }
-}

@@ -141,9 +141,22 @@ impl TestApp {
         (c, body["csrf_token"].as_str().unwrap().to_owned())
     }
 
-    /// An API key of `username`.
+    /// An API key of `username` (demo password).
     pub async fn key(&self, username: &str) -> String {
-        let (c, csrf) = self.session(username).await;
+        self.key_with_password(username, PASSWORD).await
+    }
+
+    /// An API key of `username`, signing in with `password`.
+    pub async fn key_with_password(&self, username: &str, password: &str) -> String {
+        let c = client();
+        let r = c
+            .post(self.url("/api/v1/auth/login"))
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "login of {username}");
+        let csrf = r.json::<Value>().await.unwrap()["csrf_token"].as_str().unwrap().to_owned();
         let r = c
             .post(self.url("/api/v1/me/api-keys"))
             .header("x-csrf-token", csrf)
