@@ -1,0 +1,263 @@
+//! The `casebook` binary as an operator uses it: `serve --demo`, `user create-admin
+//! --password-stdin`, `migrate` and `audit verify`, on SQLite (a data directory) and on
+//! PostgreSQL (`--database-url`, a fresh database per test; `CASEBOOK_TEST_POSTGRES=off`
+//! skips those halves loudly).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_casebook");
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("casebook-cli-{tag}-{}", uuid_like()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::UNIX_EPOCH.elapsed().map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{}_{}_{}", std::process::id(), nanos, N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Where a test's database lives: `--data-dir DIR` or `--database-url URL`.
+enum Target {
+    Sqlite(std::path::PathBuf),
+    Postgres { url: String, admin_url: String, name: String },
+}
+
+impl Target {
+    fn sqlite() -> Self {
+        Target::Sqlite(temp_dir("data"))
+    }
+
+    async fn postgres() -> Option<Self> {
+        let admin_url = std::env::var("CASEBOOK_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        if admin_url == "off" {
+            eprintln!("SKIPPED: PostgreSQL half of this CLI test (CASEBOOK_TEST_POSTGRES=off)");
+            return None;
+        }
+        let name = format!("casebook_cli_{}", uuid_like());
+        let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut c).await.unwrap();
+        let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(b, _)| b).to_owned();
+        Some(Target::Postgres { url: format!("{base}/{name}"), admin_url, name })
+    }
+
+    fn args(&self) -> Vec<String> {
+        match self {
+            Target::Sqlite(dir) => vec!["--data-dir".into(), dir.display().to_string()],
+            Target::Postgres { url, .. } => vec!["--database-url".into(), url.clone()],
+        }
+    }
+
+    /// Changes one sealed audit row behind Casebook's back, the way an attacker with database
+    /// access would: first removing the trigger that refuses it.
+    async fn tamper(&self) {
+        match self {
+            Target::Sqlite(dir) => {
+                let url = format!("sqlite://{}", dir.join("casebook.db").display());
+                let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await.unwrap();
+                let refused = sqlx::raw_sql("UPDATE audit_events SET new_value = '{}' WHERE seq = 1")
+                    .execute(&mut c)
+                    .await
+                    .unwrap_err();
+                assert!(refused.to_string().contains("append-only"), "{refused}");
+                sqlx::raw_sql(
+                    "DROP TRIGGER audit_events_no_update; \
+                     UPDATE audit_events SET actor_username = 'mallory' WHERE seq = 1",
+                )
+                .execute(&mut c)
+                .await
+                .unwrap();
+            }
+            Target::Postgres { url, .. } => {
+                let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(url).await.unwrap();
+                let refused = sqlx::raw_sql("UPDATE audit_events SET new_value = '{}' WHERE seq = 1")
+                    .execute(&mut c)
+                    .await
+                    .unwrap_err();
+                assert!(refused.to_string().contains("append-only"), "{refused}");
+                sqlx::raw_sql(
+                    "DROP TRIGGER audit_events_no_update_delete ON audit_events; \
+                     UPDATE audit_events SET actor_username = 'mallory' WHERE seq = 1",
+                )
+                .execute(&mut c)
+                .await
+                .unwrap();
+            }
+        }
+    }
+
+    async fn drop_db(self) {
+        match self {
+            Target::Sqlite(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Target::Postgres { admin_url, name, .. } => {
+                let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url).await.unwrap();
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+fn run(args: &[&str], target: &Target, stdin: Option<&str>) -> (i32, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).args(target.args()).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    if let Some(s) = stdin {
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    } else {
+        drop(child.stdin.take());
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A running `casebook serve --demo --bind 127.0.0.1:0`, killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    banner: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve_demo(target: &Target) -> Server {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--demo", "--bind", "127.0.0.1:0"])
+        .args(target.args())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut banner = String::new();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            banner.push_str(&line);
+            banner.push('\n');
+            if let Some(rest) = line.strip_prefix("Casebook listening on ") {
+                let base = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                let _ = tx.send((base, banner.clone()));
+            }
+        }
+    });
+    let (base, banner) = rx.recv_timeout(Duration::from_secs(60)).expect("the server never said where it listens");
+    Server { child, base, banner }
+}
+
+async fn demo_server_signs_in(target: Target) {
+    let server = serve_demo(&target);
+    assert!(server.banner.contains("Demo study DEMO (OID S_DEMO)"), "{}", server.banner);
+    assert!(server.banner.contains("Demo-password-1"), "demo password printed: {}", server.banner);
+    assert!(server.banner.contains("demo_crc"), "{}", server.banner);
+
+    let http =
+        reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let health = http.get(format!("{}/health", server.base)).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let login = http.get(format!("{}/login", server.base)).send().await.unwrap();
+    assert_eq!(login.status(), 200);
+    assert!(login.text().await.unwrap().contains("type=password name='password'"));
+
+    // An existing OpenClinica script signs in the way it always did.
+    let r = http
+        .post(format!("{}/OpenClinica/j_spring_security_check", server.base))
+        .form(&[("j_username", "demo_dm"), ("j_password", "Demo-password-1")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert!(r.headers()["location"].to_str().unwrap().ends_with("/OpenClinica/MainMenu"));
+    drop(server);
+
+    // A second start over the same database keeps the demo instead of failing.
+    let again = serve_demo(&target);
+    assert!(again.banner.contains("already present"), "{}", again.banner);
+    drop(again);
+    target.drop_db().await;
+}
+
+#[tokio::test]
+async fn serve_demo_sqlite() {
+    demo_server_signs_in(Target::sqlite()).await;
+}
+
+#[tokio::test]
+async fn serve_demo_postgres() {
+    if let Some(t) = Target::postgres().await {
+        demo_server_signs_in(t).await;
+    }
+}
+
+async fn bootstrap_and_verify(target: Target) {
+    let (code, out, err) = run(&["migrate"], &target, None);
+    assert_eq!(code, 0, "migrate: {out}{err}");
+
+    // A weak password is refused, naming the rule, and creates nobody.
+    let (code, _, err) =
+        run(&["user", "create-admin", "--username", "root_admin", "--password-stdin"], &target, Some("short\n"));
+    assert_ne!(code, 0);
+    assert!(err.to_lowercase().contains("password"), "{err}");
+
+    let (code, out, err) = run(
+        &["user", "create-admin", "--username", "root_admin", "--password-stdin"],
+        &target,
+        Some("A-long-enough-secret-9\n"),
+    );
+    assert_eq!(code, 0, "create-admin: {out}{err}");
+    assert!(out.contains("created technical administrator root_admin"), "{out}");
+    assert!(!out.contains("A-long-enough-secret-9") && !err.contains("A-long-enough-secret-9"), "secret echoed");
+
+    // The same name twice is a clear error.
+    let (code, _, err) = run(
+        &["user", "create-admin", "--username", "root_admin", "--password-stdin"],
+        &target,
+        Some("A-long-enough-secret-9\n"),
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("root_admin"), "{err}");
+
+    let (code, out, err) = run(&["audit", "verify"], &target, None);
+    assert_eq!(code, 0, "verify: {out}{err}");
+    assert!(out.contains("audit trail intact"), "{out}");
+
+    target.tamper().await;
+    let (code, out, _) = run(&["audit", "verify"], &target, None);
+    assert_eq!(code, 1, "tampering must be reported: {out}");
+    assert!(out.contains("BROKEN at chain position 1 (audit event 1)"), "{out}");
+    target.drop_db().await;
+}
+
+#[tokio::test]
+async fn bootstrap_and_verify_sqlite() {
+    bootstrap_and_verify(Target::sqlite()).await;
+}
+
+#[tokio::test]
+async fn bootstrap_and_verify_postgres() {
+    if let Some(t) = Target::postgres().await {
+        bootstrap_and_verify(t).await;
+    }
+}
