@@ -33,6 +33,9 @@ pub enum AppError {
     /// The status change is not allowed from the current status.
     #[error("{0}")]
     InvalidTransition(String),
+    /// An uploaded file or a change was refused; `details` lists every problem with its place.
+    #[error("{message}")]
+    Rejected { code: &'static str, message: String, details: serde_json::Value },
     /// Something failed inside; details go to the log, never to the client.
     #[error("internal error")]
     Internal(#[source] anyhow_like::Internal),

@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod audit;
 pub mod auth;
 pub mod demo;
+pub mod design;
 mod error;
 pub mod secrets;
 pub mod studies;

@@ -6,6 +6,8 @@
 
 pub mod audit;
 pub mod clock;
+pub mod design;
+pub mod expr;
 pub mod oid;
 pub mod password;
 pub mod role;

@@ -41,9 +41,22 @@ impl OidKind {
 }
 
 /// A valid OID: 1..=40 characters of `A-Z`, `0-9`, `_`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Oid(String);
+
+impl TryFrom<String> for Oid {
+    type Error = InvalidOid;
+    fn try_from(s: String) -> Result<Self, InvalidOid> {
+        Self::parse(&s)
+    }
+}
+
+impl From<Oid> for String {
+    fn from(o: Oid) -> String {
+        o.0
+    }
+}
 
 /// Why a text is not an OID.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -105,6 +118,52 @@ pub fn generate(kind: OidKind, key: &str, mut taken: impl FnMut(&str) -> bool, m
     Oid(candidate)
 }
 
+/// The OID key of an object inside a form: form versions, item groups and items, whose OIDs
+/// combine the form's name with their own (§1.11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FormPartKind {
+    /// `<form OID>_` + version name (10).
+    Version,
+    /// `IG_` + form name (5) + `_` + group label (26).
+    ItemGroup,
+    /// `I_` + form name (5) + `_` + item name (27).
+    Item,
+}
+
+/// Generates the OID of a form version, item group or item, with the same collision rule as
+/// [`generate`]. `form_oid` is used for versions, `form_name` for groups and items.
+pub fn generate_form_part(
+    kind: FormPartKind,
+    form_oid: &str,
+    form_name: &str,
+    key: &str,
+    mut taken: impl FnMut(&str) -> bool,
+    mut random: impl FnMut() -> u16,
+) -> Oid {
+    let (prefix, max) = match kind {
+        FormPartKind::Version => (format!("{form_oid}_"), 10),
+        FormPartKind::ItemGroup => (format!("IG_{}_", normalise_key(form_name, 5)), 26),
+        FormPartKind::Item => (format!("I_{}_", normalise_key(form_name, 5)), 27),
+    };
+    let normalised = normalise_key(key, max);
+    let base =
+        if normalised.is_empty() { format!("{prefix}{}", random() % 10_000) } else { format!("{prefix}{normalised}") };
+    let base: String = base.chars().take(40).collect();
+    let mut candidate = base.clone();
+    while taken(&candidate) {
+        candidate = format!("{base}_{}", random() % 10_000).chars().take(40).collect();
+    }
+    Oid(candidate)
+}
+
+/// The OID of a measurement unit: `MU_` + the unit's letters, digits and underscores, at most
+/// 35 characters in all.
+#[must_use]
+pub fn measurement_unit(unit: &str) -> Oid {
+    let key = normalise_key(unit, 32);
+    if key.is_empty() { Oid("MU_UNIT".to_owned()) } else { Oid(format!("MU_{key}")) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +190,31 @@ mod tests {
         let mut numbers = [7u16, 8].into_iter();
         let oid = generate(OidKind::Study, "demo", |c| existing.contains(&c), || numbers.next().unwrap_or(0));
         assert_eq!(oid.as_str(), "S_DEMO_8");
+    }
+
+    #[test]
+    fn form_part_oids_follow_openclinica() {
+        let f = |k, key| generate_form_part(k, "F_ADVERSEEVENT", "Adverse events", key, |_| false, || 3).0;
+        assert_eq!(f(FormPartKind::Version, "v1.0 final draft"), "F_ADVERSEEVENT_V10FINALDR");
+        assert_eq!(f(FormPartKind::ItemGroup, "ae_log"), "IG_ADVER_AE_LOG");
+        assert_eq!(f(FormPartKind::Item, "ae_term"), "I_ADVER_AE_TERM");
+        assert_eq!(
+            f(FormPartKind::Item, "a_very_long_item_name_that_goes_on_and_on"),
+            "I_ADVER_A_VERY_LONG_ITEM_NAME_THAT_"
+        );
+        assert_eq!(f(FormPartKind::Item, "??"), "I_ADVER_3");
+        let taken = ["I_ADVER_AE_TERM"];
+        let oid =
+            generate_form_part(FormPartKind::Item, "F_AE", "Adverse events", "ae_term", |c| taken.contains(&c), || 12);
+        assert_eq!(oid.as_str(), "I_ADVER_AE_TERM_12");
+        assert_eq!(measurement_unit("kg/m2").as_str(), "MU_KGM2");
+    }
+
+    #[test]
+    fn oids_round_trip_through_serde() {
+        let o: Oid = serde_json::from_str("\"I_X\"").unwrap();
+        assert_eq!(serde_json::to_string(&o).unwrap(), "\"I_X\"");
+        assert!(serde_json::from_str::<Oid>("\"i x\"").is_err());
     }
 
     #[test]

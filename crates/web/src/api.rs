@@ -16,10 +16,10 @@ use casebook_domain::study::StudyStatus;
 use serde::Deserialize;
 use serde_json::json;
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// Adds the request id to an application error.
-trait WithRid<T> {
+pub(crate) trait WithRid<T> {
     fn rid(self, headers: &HeaderMap) -> ApiResult<T>;
 }
 
@@ -57,6 +57,7 @@ pub fn routes() -> Router<AppState> {
         .route("/audit", get(entity_audit))
         .route("/audit/verify", post(verify_audit))
         .route("/openapi.json", get(crate::docs::openapi))
+        .merge(crate::design_api::routes())
 }
 
 #[derive(Deserialize)]

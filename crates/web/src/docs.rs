@@ -172,6 +172,56 @@ pub const ENDPOINTS: &[Endpoint] = &[
         None,
         200,
     ),
+    (
+        "get",
+        "/api/v1/studies/{oid}/design",
+        "design",
+        "The study design: ?version=draft (default), test, production or a number",
+        None,
+        200,
+    ),
+    (
+        "post",
+        "/api/v1/studies/{oid}/design/forms",
+        "design",
+        "Upload a form (XLSForm .xlsx/.xls; body = the file, ?file_name=, optional ?event=); every problem is reported with its sheet, row and column",
+        None,
+        201,
+    ),
+    ("post", "/api/v1/studies/{oid}/design/events", "design", "Define an event in the draft", Some("EventInput"), 201),
+    (
+        "put",
+        "/api/v1/studies/{oid}/design/events/{event}",
+        "design",
+        "Replace an event definition in the draft",
+        Some("EventInput"),
+        200,
+    ),
+    (
+        "get",
+        "/api/v1/studies/{oid}/design/diff",
+        "design",
+        "The draft compared with the newest published version, with the changes that may not be published",
+        None,
+        200,
+    ),
+    (
+        "post",
+        "/api/v1/studies/{oid}/design/publish",
+        "design",
+        "Publish the draft as the next immutable version, in Test",
+        Some("Publish"),
+        201,
+    ),
+    ("get", "/api/v1/studies/{oid}/design/versions", "design", "Published versions and their environment", None, 200),
+    (
+        "post",
+        "/api/v1/studies/{oid}/design/versions/{number}/promote",
+        "design",
+        "Promote a version proven in Test to Production",
+        None,
+        200,
+    ),
 ];
 
 fn schemas() -> Value {
@@ -214,6 +264,8 @@ fn schemas() -> Value {
         "StudyUpdate": s(&[("details", "object"), ("parameters", "object"), ("reason", "string")], &[]),
         "StatusChange": s(&[("status", "string"), ("reason", "string")], &["status"]),
         "RoleAssign": s(&[("username", "string"), ("role", "string"), ("site_oid", "string")], &["username", "role"]),
+        "EventInput": s(&[("name", "string"), ("type", "string"), ("repeating", "boolean"), ("category", "string"), ("description", "string"), ("forms", "array")], &["name"]),
+        "Publish": s(&[("notes", "string")], &[]),
         "Error": s(&[("code", "string"), ("message", "string"), ("details", "object"), ("request_id", "string")], &["code", "message"]),
     })
 }

@@ -73,6 +73,11 @@ impl From<AppError> for ApiError {
             AppError::AccountLocked => Self::new(S::FORBIDDEN, "account_locked", e.to_string()),
             AppError::PasswordChangeRequired => Self::new(S::FORBIDDEN, "password_change_required", e.to_string()),
             AppError::Conflict(m) => Self::new(S::CONFLICT, "conflict", m),
+            AppError::Rejected { code, message, details } => {
+                let mut err = Self::new(S::UNPROCESSABLE_ENTITY, code, message);
+                err.details = details;
+                err
+            }
             AppError::InvalidTransition(m) => Self::new(S::CONFLICT, "invalid_status_transition", m),
             AppError::Internal(inner) => {
                 tracing::error!(error = %inner, source = ?std::error::Error::source(&inner), "internal error");

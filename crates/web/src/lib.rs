@@ -7,6 +7,7 @@
 
 mod api;
 mod auth;
+mod design_api;
 mod docs;
 pub mod error;
 mod html;

@@ -10,6 +10,7 @@
 mod accounts;
 mod audit;
 mod auth;
+mod design;
 mod sites;
 mod studies;
 

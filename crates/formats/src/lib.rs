@@ -1,0 +1,9 @@
+//! Readers and writers of study designs and clinical data files.
+//!
+//! No database and no IO of its own: importers take bytes or parsed sheets and return domain
+//! types with every problem found ([`diagnostic::Diagnostics`]); writers take domain types and a
+//! `Write`.
+
+pub mod diagnostic;
+pub mod workbook;
+pub mod xlsform;

@@ -1,0 +1,143 @@
+//! The study design API under `/api/v1/studies/{oid}/design`: upload forms, define events,
+//! read the draft and published versions, diff, publish to Test, promote to Production.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use casebook_app::design::{EventInput, Which};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::api::{ApiResult, WithRid};
+use crate::auth::Auth;
+use crate::error::JsonBody;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/studies/{oid}/design", get(read_design))
+        .route("/studies/{oid}/design/forms", post(upload_form))
+        .route("/studies/{oid}/design/events", post(create_event))
+        .route("/studies/{oid}/design/events/{event}", put(replace_event))
+        .route("/studies/{oid}/design/diff", get(design_diff))
+        .route("/studies/{oid}/design/publish", post(publish))
+        .route("/studies/{oid}/design/versions", get(versions))
+        .route("/studies/{oid}/design/versions/{number}/promote", post(promote))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VersionQuery {
+    version: Option<String>,
+}
+
+async fn read_design(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path(oid): Path<String>,
+    Query(q): Query<VersionQuery>,
+) -> ApiResult<Response> {
+    let which = Which::parse(q.version.as_deref().unwrap_or("draft")).rid(&headers)?;
+    Ok(Json(s.app.design(&p, &oid, which).await.rid(&headers)?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UploadQuery {
+    /// The uploaded file's name; its extension says what it is.
+    file_name: Option<String>,
+    /// An event (OID) to add the form to.
+    event: Option<String>,
+}
+
+/// The body is the file itself; its name comes from `?file_name=` or the `X-File-Name` header.
+async fn upload_form(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path(oid): Path<String>,
+    Query(q): Query<UploadQuery>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let name = q
+        .file_name
+        .or_else(|| headers.get("x-file-name").and_then(|v| v.to_str().ok()).map(str::to_owned))
+        .unwrap_or_default();
+    if name.is_empty() {
+        return Err(casebook_app::AppError::invalid("file_name", "give the file name as ?file_name= or X-File-Name"))
+            .rid(&headers);
+    }
+    if body.is_empty() {
+        return Err(casebook_app::AppError::invalid("file", "the request body (the file) is empty")).rid(&headers);
+    }
+    let out = s.app.upload_form(&p, &oid, &name, &body, q.event.as_deref()).await.rid(&headers)?;
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+async fn create_event(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path(oid): Path<String>,
+    JsonBody(b): JsonBody<EventInput>,
+) -> ApiResult<Response> {
+    let e = s.app.save_event(&p, &oid, None, b).await.rid(&headers)?;
+    Ok((StatusCode::CREATED, Json(e)).into_response())
+}
+
+async fn replace_event(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path((oid, event)): Path<(String, String)>,
+    JsonBody(b): JsonBody<EventInput>,
+) -> ApiResult<Response> {
+    Ok(Json(s.app.save_event(&p, &oid, Some(&event), b).await.rid(&headers)?).into_response())
+}
+
+async fn design_diff(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path(oid): Path<String>,
+) -> ApiResult<Response> {
+    Ok(Json(s.app.design_diff(&p, &oid).await.rid(&headers)?).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    notes: Option<String>,
+}
+
+async fn publish(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path(oid): Path<String>,
+    JsonBody(b): JsonBody<PublishBody>,
+) -> ApiResult<Response> {
+    let out = s.app.publish_design(&p, &oid, b.notes).await.rid(&headers)?;
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+async fn versions(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path(oid): Path<String>,
+) -> ApiResult<Response> {
+    Ok(Json(s.app.design_versions(&p, &oid).await.rid(&headers)?).into_response())
+}
+
+async fn promote(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path((oid, number)): Path<(String, i32)>,
+) -> ApiResult<Response> {
+    Ok(Json(s.app.promote_design(&p, &oid, number).await.rid(&headers)?).into_response())
+}

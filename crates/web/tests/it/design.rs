@@ -1,0 +1,218 @@
+//! Study design over the API: upload an XLSForm, define events, diff, publish to Test, promote
+//! to Production, refuse changes that would reinterpret data; on SQLite and PostgreSQL.
+
+use crate::{TestApp, both, client};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// The demo study's XLSForm, shipped in the repository.
+const VITAL_SIGNS: &[u8] = include_bytes!("../../../../demo/forms/vital_signs.xlsx");
+
+async fn upload(
+    t: &TestApp,
+    key: &str,
+    study: &str,
+    file: &str,
+    bytes: Vec<u8>,
+    event: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut url = format!("/api/v1/studies/{study}/design/forms?file_name={file}");
+    if let Some(e) = event {
+        url.push_str(&format!("&event={e}"));
+    }
+    let r = client().post(t.url(&url)).bearer_auth(key).body(bytes).send().await.unwrap();
+    let s = r.status();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A second version of the vital signs form as an XLSForm in markdown: `weight` changes type
+/// when `weight_type` is `integer`.
+fn vital_signs_v2(version: &str, weight_type: &str) -> Vec<u8> {
+    format!(
+        "
+        | survey |
+        | | type | name | label | bind::oc:itemgroup | constraint |
+        | | date | vs_date | Date of measurement | vs | . <= today() |
+        | | {weight_type} | weight | Weight (kg) | vs | . > 0 |
+        | | decimal | height | Height (cm) | vs | |
+        | | integer | temp | Temperature | vs | |
+        | settings |
+        | | form_title | form_id | version |
+        | | Vital signs | vital_signs | {version} |
+        "
+    )
+    .into_bytes()
+}
+
+async fn new_study(t: &TestApp, admin: &str) {
+    let (s, b) = t.post(admin, "/api/v1/studies", json!({"protocol_id": "DSGN", "name": "Design study"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+}
+
+both!(publish_to_test_and_production, publish_t);
+async fn publish_t(t: TestApp) {
+    let admin = t.key("demo_admin").await;
+    new_study(&t, &admin).await;
+
+    // Nothing to publish yet.
+    let (s, e) = t.post(&admin, "/api/v1/studies/S_DSGN/design/publish", json!({})).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("design_incomplete")), "{e}");
+
+    let (s, ev) = t
+        .post(&admin, "/api/v1/studies/S_DSGN/design/events", json!({"name": "Baseline visit", "type": "scheduled"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{ev}");
+    assert_eq!(ev["oid"], "SE_BASELINEVISIT");
+
+    // A corrupt workbook is refused with a clear message and changes nothing.
+    let (s, e) = upload(&t, &admin, "S_DSGN", "broken.xlsx", b"PK\x03\x04 not really a zip".to_vec(), None).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("design_rejected")), "{e}");
+    assert!(e["details"]["diagnostics"][0]["message"].as_str().unwrap().contains("not a readable"), "{e}");
+
+    // An XLSForm with several problems: all reported, with sheet/row/column, nothing saved.
+    let bad = "
+        | survey |
+        | | type | name | label | relevant |
+        | | integer | age | Age | |
+        | | integer | age | Age again | |
+        | | select_one nolist | q | Q | |
+        | | begin repeat | r | R | |
+        | | text | x | X | ${agee} > 3 |
+        | settings |
+        | | form_id | version |
+        | | vital_signs | v1.0 |
+    ";
+    let (s, e) = upload(&t, &admin, "S_DSGN", "bad.md", bad.as_bytes().to_vec(), None).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    let diags = e["details"]["diagnostics"].as_array().unwrap();
+    let text = e.to_string();
+    assert!(diags.len() >= 3, "{e}");
+    assert!(text.contains("already used on row 2") && text.contains("\"row\":3"), "{e}");
+    assert!(text.contains("nolist"), "{e}");
+    assert!(text.contains("never closed"), "{e}");
+    let (_, draft) = t.get(&admin, "/api/v1/studies/S_DSGN/design").await;
+    assert_eq!(draft["forms"], json!([]), "a refused upload saves nothing: {draft}");
+
+    // The shipped XLSForm loads into the draft and into the event.
+    let (s, up) =
+        upload(&t, &admin, "S_DSGN", "vital_signs.xlsx", VITAL_SIGNS.to_vec(), Some("SE_BASELINEVISIT")).await;
+    assert_eq!(s, StatusCode::CREATED, "{up}");
+    assert_eq!(up["form_oid"], "F_VITAL_SIGNS");
+    assert_eq!(up["version_oid"], "F_VITAL_SIGNS_V10");
+    assert_eq!(up["items"], 12, "{up}");
+    assert_eq!(up["item_groups"], 2, "{up}");
+    let (_, draft) = t.get(&admin, "/api/v1/studies/S_DSGN/design?version=draft").await;
+    let items = draft["forms"][0]["versions"][0]["items"].as_array().unwrap();
+    let weight = items.iter().find(|i| i["name"] == "weight").unwrap();
+    assert_eq!(weight["oid"], "I_VITAL_WEIGHT");
+    assert_eq!(weight["data_type"], "REAL");
+    assert_eq!(weight["label"]["translations"]["Français (fr)"], "Poids (kg)");
+    assert_eq!(weight["checks"][0]["rule"]["expression"]["source"], ". >= 20 and . <= 300");
+    let hr = items.iter().find(|i| i["name"] == "hr").unwrap();
+    let groups = draft["forms"][0]["versions"][0]["groups"].as_array().unwrap();
+    let ecg = groups.iter().find(|g| g["oid"] == hr["group_oid"]).unwrap();
+    assert!(ecg["repeat"].is_object(), "ECG readings repeat: {ecg}");
+    assert_eq!(draft["events"][0]["forms"][0]["form_oid"], "F_VITAL_SIGNS");
+
+    let (s, d) = t.get(&admin, "/api/v1/studies/S_DSGN/design/diff").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(d["publishable"], true, "{d}");
+    assert_eq!(d["against"], Value::Null);
+
+    let (s, p) = t.post(&admin, "/api/v1/studies/S_DSGN/design/publish", json!({"notes": "first"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    assert_eq!(p["version"]["number"], 1);
+    assert_eq!(p["version"]["environment"], "test");
+    let hash1 = p["version"]["hash"].as_str().unwrap().to_owned();
+    assert_eq!(hash1.len(), 64);
+
+    let (s, e) = t.post(&admin, "/api/v1/studies/S_DSGN/design/publish", json!({})).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("design_unchanged")));
+
+    let (s, v) = t.post(&admin, "/api/v1/studies/S_DSGN/design/versions/1/promote", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["environment"], "production");
+    let (s, e) = t.post(&admin, "/api/v1/studies/S_DSGN/design/versions/1/promote", json!({})).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::CONFLICT, Some("invalid_status_transition")));
+    let (s, prod) = t.get(&admin, "/api/v1/studies/S_DSGN/design?version=production").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(prod["forms"][0]["oid"], "F_VITAL_SIGNS");
+
+    // Re-using a published version label is refused.
+    let (s, e) = upload(&t, &admin, "S_DSGN", "v.md", vital_signs_v2("v1.0", "decimal"), None).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(e.to_string().contains("is published and cannot be replaced"), "{e}");
+
+    // A new version that changes an item's data type is accepted into the draft, shown as
+    // refused in the diff, and cannot be published.
+    let (s, up) = upload(&t, &admin, "S_DSGN", "v.md", vital_signs_v2("v2.0", "integer"), None).await;
+    assert_eq!(s, StatusCode::CREATED, "{up}");
+    let (_, d) = t.get(&admin, "/api/v1/studies/S_DSGN/design/diff").await;
+    assert_eq!(d["against"], 1);
+    assert_eq!(d["publishable"], false, "{d}");
+    let refused: Vec<&Value> =
+        d["diff"]["changes"].as_array().unwrap().iter().filter(|c| c["refused"].is_string()).collect();
+    assert_eq!(refused.len(), 1, "{d}");
+    assert_eq!(refused[0]["oid"], "I_VITAL_WEIGHT");
+    assert!(refused[0]["refused"].as_str().unwrap().contains("from REAL to INT"), "{d}");
+    let (s, e) = t.post(&admin, "/api/v1/studies/S_DSGN/design/publish", json!({})).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("design_change_refused")), "{e}");
+
+    // Fixing the upload (same draft label, replaced) makes it publishable: items keep their OIDs.
+    let (s, up) = upload(&t, &admin, "S_DSGN", "v.md", vital_signs_v2("v2.0", "decimal"), None).await;
+    assert_eq!(s, StatusCode::CREATED, "{up}");
+    assert_eq!(up["replaced"], true);
+    let (_, d) = t.get(&admin, "/api/v1/studies/S_DSGN/design/diff").await;
+    assert_eq!(d["publishable"], true, "{d}");
+    let added: Vec<&str> = d["diff"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["kind"] == "added")
+        .map(|c| c["oid"].as_str().unwrap())
+        .collect();
+    assert_eq!(added, vec!["F_VITAL_SIGNS_V20", "I_VITAL_TEMP"], "{d}");
+    let (s, p) = t.post(&admin, "/api/v1/studies/S_DSGN/design/publish", json!({})).await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    assert_eq!(p["version"]["number"], 2);
+    let (_, versions) = t.get(&admin, "/api/v1/studies/S_DSGN/design/versions").await;
+    let envs: Vec<&str> = versions.as_array().unwrap().iter().map(|v| v["environment"].as_str().unwrap()).collect();
+    assert_eq!(envs, vec!["production", "test"]);
+    // Version 1 is still exactly what was published.
+    let (_, v1) = t.get(&admin, "/api/v1/studies/S_DSGN/design/versions").await;
+    assert_eq!(v1[0]["hash"], hash1.as_str());
+
+    // Every design change is in the study's audit trail.
+    let (_, audit) = t.get(&admin, "/api/v1/studies/S_DSGN/audit").await;
+    let actions: Vec<&str> = audit["records"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
+    for a in ["design.event_saved", "design.form_uploaded", "design.published", "design.promoted"] {
+        assert!(actions.contains(&a), "{a} missing from {actions:?}");
+    }
+}
+
+both!(only_builders_change_designs, builders_t);
+async fn builders_t(t: TestApp) {
+    // The demo study's monitor and a site CRC may read but not build; a site user cannot see
+    // another study at all.
+    for user in ["demo_monitor", "demo_crc", "demo_entry"] {
+        let key = t.key(user).await;
+        let (s, e) = upload(&t, &key, "S_DEMO", "vital_signs.xlsx", VITAL_SIGNS.to_vec(), None).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{user}: {e}");
+        let (s, e) = t.post(&key, "/api/v1/studies/S_DEMO/design/publish", json!({})).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{user}: {e}");
+        let (s, _) = t.get(&key, "/api/v1/studies/S_DEMO/design").await;
+        assert_eq!(s, StatusCode::OK, "{user} reads the design");
+    }
+    let dm = t.key("demo_dm").await;
+    let (s, e) =
+        t.post(&dm, "/api/v1/studies/S_DEMO/design/events", json!({"name": "Week 4", "type": "fortnightly"})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(e["message"].as_str().unwrap().contains("'fortnightly' is not scheduled"), "{e}");
+    let (s, e) = t
+        .post(&dm, "/api/v1/studies/S_DEMO/design/events", json!({"name": "Week 4", "forms": [{"form": "F_NOPE"}]}))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(e["message"].as_str().unwrap().contains("forms[0].form"), "{e}");
+    let (s, e) = upload(&t, &dm, "S_DEMO", "notes.txt", b"hello".to_vec(), None).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+}
