@@ -7,3 +7,5 @@
 pub mod diagnostic;
 pub mod workbook;
 pub mod xlsform;
+pub mod occrf;
+pub mod odm;

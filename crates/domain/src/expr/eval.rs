@@ -641,11 +641,8 @@ impl Eval<'_> {
                     Value::Text(t) => parse_date(&t)
                         .map(|d| (d, time::Time::MIDNIGHT))
                         .or_else(|| parse_date_time(&t).map(|dt| (dt.date(), dt.time()))),
-                    Value::Integer(_) | Value::Decimal(_) => match (self.num(&v), f) {
-                        (Some(n), _) => match days_to_date(n.f()) {
-                            Value::Date(d) => Some((d, time::Time::MIDNIGHT)),
-                            _ => None,
-                        },
+                    Value::Integer(_) | Value::Decimal(_) => match self.num(&v).map(|n| days_to_date(n.f())) {
+                        Some(Value::Date(d)) => Some((d, time::Time::MIDNIGHT)),
                         _ => None,
                     },
                     _ => None,

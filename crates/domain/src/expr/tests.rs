@@ -1041,6 +1041,7 @@ fn xpath_functions() {
             ("format-date(date('2024-03-05'), '%e %b %y (%n) %a')", "Text(\"5 Mar 24 (3) Tue\")"),
             ("format-date-time(${visit}, '%Y-%m-%d %H:%M:%S.%3 %h')", "Text(\"2024-06-10 09:00:00.000 9\")"),
             ("format-date(${d}, '%Y')", "Missing"),
+            ("format-date(19889, '%Y-%m-%d')", "Text(\"2024-06-15\")"),
             ("count(${rep_w})", "Integer(3)"),
             ("count(${rep_n})", "Integer(3)"),
             ("sum(${rep_w})", "Decimal(6.5)"),

@@ -5,6 +5,9 @@
 
 mod xlsform_corpus;
 mod xlsform_examples;
+mod occrf;
+mod odm_write;
+mod odm_read;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,1 @@
+//! OpenClinica 3 CRF design template importer (in progress).

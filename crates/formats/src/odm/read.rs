@@ -1,0 +1,1 @@
+//! ODM metadata reader (in progress).

@@ -1,0 +1,1 @@
+//! ODM metadata writer (in progress).
