@@ -4,8 +4,9 @@
 //! types with every problem found ([`diagnostic::Diagnostics`]); writers take domain types and a
 //! `Write`.
 
+pub mod design_check;
 pub mod diagnostic;
-pub mod workbook;
-pub mod xlsform;
 pub mod occrf;
 pub mod odm;
+pub mod workbook;
+pub mod xlsform;

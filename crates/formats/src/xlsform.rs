@@ -309,6 +309,29 @@ pub fn unsupported_features(wb: &Workbook) -> Vec<String> {
                 out.push(format!("column '{col}'"));
             }
         }
+        for (_, row) in s.data_rows() {
+            for col in ["relevant", "constraint", "calculation", "required", "choice_filter", "repeat_count", "default"]
+            {
+                let text = t.cell(row, col);
+                if text.is_empty() || yes(text).is_some() {
+                    continue;
+                }
+                if text.contains("last-saved#") || text.contains("position(") {
+                    out.push("ODK-only XPath functions".to_owned());
+                    continue;
+                }
+                let parsed = if col == "choice_filter" {
+                    casebook_domain::expr::parse_choice_filter(text)
+                } else {
+                    casebook_domain::expr::parse_xpath(text)
+                };
+                if let Err(errors) = parsed
+                    && errors.iter().any(|e| e.message.contains("not supported"))
+                {
+                    out.push("XPath functions or paths Casebook does not evaluate".to_owned());
+                }
+            }
+        }
         let mut repeat_depth = 0usize;
         for (_, row) in s.data_rows() {
             let raw = t.cell(row, "type");
@@ -501,6 +524,7 @@ pub fn import(wb: &Workbook, ctx: Context<'_>) -> (Option<ImportedForm>, Diagnos
     let mut code_lists: Vec<CodeList> = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut metadata_names: HashSet<String> = HashSet::new();
+    let mut groups_and_repeats: HashSet<String> = HashSet::new();
     let mut expression_cells = Vec::new();
     let mut repeat_groups: HashMap<String, String> = HashMap::new(); // repeat name -> group name
     let mut group_in_repeat: HashMap<String, Option<String>> = HashMap::new();
@@ -666,6 +690,7 @@ pub fn import(wb: &Workbook, ctx: Context<'_>) -> (Option<ImportedForm>, Diagnos
                         });
                     }
                 }
+                groups_and_repeats.insert(name.to_owned());
                 stack.push(Container { kind, name: name.to_owned(), row: n });
                 continue;
             }
@@ -1017,6 +1042,9 @@ pub fn import(wb: &Workbook, ctx: Context<'_>) -> (Option<ImportedForm>, Diagnos
         items,
         code_lists,
     };
+    let mut without_value: HashSet<String> = metadata_names;
+    without_value.extend(groups_and_repeats);
+    crate::design_check::check_expressions(&version, &expression_cells, &without_value, &mut d);
     (Some(ImportedForm { form_name, form_oid, version, expression_cells }), d)
 }
 

@@ -3,11 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod occrf;
+mod odm_read;
+mod odm_write;
+mod xlsform_checks;
 mod xlsform_corpus;
 mod xlsform_examples;
-mod occrf;
-mod odm_write;
-mod odm_read;
 
 use std::path::PathBuf;
 

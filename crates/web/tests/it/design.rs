@@ -90,6 +90,7 @@ async fn publish_t(t: TestApp) {
     assert!(text.contains("already used on row 2") && text.contains("\"row\":3"), "{e}");
     assert!(text.contains("nolist"), "{e}");
     assert!(text.contains("never closed"), "{e}");
+    assert!(text.contains("unknown item 'agee'"), "{e}");
     let (_, draft) = t.get(&admin, "/api/v1/studies/S_DSGN/design").await;
     assert_eq!(draft["forms"], json!([]), "a refused upload saves nothing: {draft}");
 
