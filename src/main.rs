@@ -61,6 +61,35 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Study designs: import form definitions, publish, export.
+    Design {
+        #[command(subcommand)]
+        command: DesignCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DesignCommand {
+    /// Import a form definition (XLSForm or OpenClinica CRF template) into a study's draft
+    /// design; prints every problem found and exits 0 only when the file is accepted.
+    Import {
+        /// The file (.xlsx, .xls).
+        file: std::path::PathBuf,
+        /// Study OID.
+        #[arg(long)]
+        study: String,
+        /// Add the form to this event (OID) of the draft.
+        #[arg(long)]
+        event: Option<String>,
+        /// Then publish the draft to Test, or to Test and Production.
+        #[arg(long, value_parser = ["test", "production"])]
+        publish: Option<String>,
+        /// Act as this user (default: the first active technical administrator).
+        #[arg(long = "as")]
+        as_user: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -255,6 +284,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 println!("password set for {username}");
             }
         },
+        Command::Design { command } => match command {
+            DesignCommand::Import { file, study, event, publish, as_user, db } => {
+                let settings = load(&db, None)?;
+                let app = open(&settings).await?;
+                return design_import(&app, &file, &study, event.as_deref(), publish.as_deref(), as_user.as_deref())
+                    .await;
+            }
+        },
         Command::Audit { command } => match command {
             AuditCommand::Verify { db } => {
                 let settings = load(&db, None)?;
@@ -314,6 +351,76 @@ async fn show_audit(
     Ok(())
 }
 
+async fn design_import(
+    app: &App,
+    file: &std::path::Path,
+    study: &str,
+    event: Option<&str>,
+    publish: Option<&str>,
+    as_user: Option<&str>,
+) -> Result<ExitCode> {
+    let who = app.cli_principal(as_user).await.map_err(app_error)?;
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("form.xlsx");
+    match app.upload_form(&who, study, name, &bytes, event).await {
+        Ok(out) => {
+            for d in &out.diagnostics {
+                println!("{d}");
+            }
+            println!(
+                "accepted: form {} ({}) version {} ({}): {} sections, {} item groups, {} items, {} code lists{}",
+                out.form_oid,
+                out.form_name,
+                out.version_label,
+                out.version_oid,
+                out.sections,
+                out.item_groups,
+                out.items,
+                out.code_lists,
+                if out.replaced { "; replaced the unpublished version with the same label" } else { "" }
+            );
+        }
+        Err(casebook_app::AppError::Rejected { message, details, .. }) => {
+            if let Some(list) = details.get("diagnostics").and_then(|d| d.as_array()) {
+                for d in list {
+                    let loc = &d["location"];
+                    let place = match loc["kind"].as_str() {
+                        Some("sheet") => {
+                            let mut p = format!("sheet '{}'", loc["sheet"].as_str().unwrap_or(""));
+                            if let Some(r) = loc["row"].as_u64() {
+                                p.push_str(&format!(", row {r}"));
+                            }
+                            if let Some(c) = loc["column"].as_str() {
+                                p.push_str(&format!(", column '{c}'"));
+                            }
+                            p
+                        }
+                        Some("xml") => format!("line {}, column {}", loc["line"], loc["column"]),
+                        _ => "file".to_owned(),
+                    };
+                    println!(
+                        "{}: {place}: {}",
+                        d["severity"].as_str().unwrap_or("error"),
+                        d["message"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            eprintln!("error: {message}");
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(app_error(e)),
+    }
+    if let Some(target) = publish {
+        let published = app.publish_design(&who, study, None).await.map_err(app_error)?;
+        println!("published version {} (hash {}) to Test", published.version.number, published.version.hash);
+        if target == "production" {
+            app.promote_design(&who, study, published.version.number).await.map_err(app_error)?;
+            println!("promoted version {} to Production", published.version.number);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn serve(settings: config::Settings, demo: bool) -> Result<()> {
     let started = std::time::Instant::now();
     let app = open(&settings).await?;
@@ -348,6 +455,7 @@ fn print_demo(created: bool) {
         "Demo study DEMO (OID S_DEMO) with sites DEMO-A and DEMO-B {}.",
         if created { "created" } else { "already present" }
     );
+    println!("Its design (events Baseline and Follow-up; forms from demo/forms/) is published in Test and Production.");
     println!("Demo users (password for all: {}):", casebook_app::demo::DEMO_PASSWORD);
     for (username, _, _, ty, place, role) in casebook_app::demo::DEMO_USERS {
         let what = match (place, role) {

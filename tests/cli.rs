@@ -261,3 +261,64 @@ async fn bootstrap_and_verify_postgres() {
         bootstrap_and_verify(t).await;
     }
 }
+
+async fn design_import_from_the_command_line(target: Target) {
+    // Start once with --demo so the demo study and its published design exist.
+    drop(serve_demo(&target));
+    let dir = temp_dir("design");
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/demo/forms/vital_signs.xlsx");
+
+    // The shipped version is already published: refused, exit 1, nothing changes.
+    let (code, out, err) = run(&["design", "import", shipped, "--study", "S_DEMO"], &target, None);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("is published and cannot be replaced"), "{out}");
+
+    // A file with problems: every problem printed with its place, exit 1.
+    let bad = dir.join("bad.md");
+    std::fs::write(
+        &bad,
+        "| survey |\n| | type | name | label |\n| | integer | a | A |\n| | integer | a | A |\n| | select_one nope | b | B |\n",
+    )
+    .unwrap();
+    let (code, out, _) = run(&["design", "import", bad.to_str().unwrap(), "--study", "S_DEMO"], &target, None);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("error: sheet 'survey', row 3, column 'name'"), "{out}");
+    assert!(out.contains("nope"), "{out}");
+
+    // A new version is accepted, published to Test and promoted to Production.
+    let v2 = dir.join("vital_signs_v2.md");
+    std::fs::write(
+        &v2,
+        "| survey |\n| | type | name | label | bind::oc:itemgroup |\n| | decimal | weight | Weight | vs |\n| | integer | pulse | Pulse | vs |\n\
+         | settings |\n| | form_title | form_id | version |\n| | Vital signs | vital_signs | v2.0 |\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(
+        &["design", "import", v2.to_str().unwrap(), "--study", "S_DEMO", "--publish", "production", "--as", "demo_dm"],
+        &target,
+        None,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("accepted: form F_VITAL_SIGNS (Vital signs) version v2.0 (F_VITAL_SIGNS_V20)"), "{out}");
+    assert!(out.contains("published version 2") && out.contains("promoted version 2 to Production"), "{out}");
+
+    // A user without the right to build designs is refused.
+    let (code, _, err) =
+        run(&["design", "import", v2.to_str().unwrap(), "--study", "S_DEMO", "--as", "demo_crc"], &target, None);
+    assert_ne!(code, 0);
+    assert!(err.contains("permission"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+    target.drop_db().await;
+}
+
+#[tokio::test]
+async fn design_import_sqlite() {
+    design_import_from_the_command_line(Target::sqlite()).await;
+}
+
+#[tokio::test]
+async fn design_import_postgres() {
+    if let Some(t) = Target::postgres().await {
+        design_import_from_the_command_line(t).await;
+    }
+}

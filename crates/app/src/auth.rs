@@ -354,3 +354,33 @@ impl App {
         }
     }
 }
+
+impl App {
+    /// The principal an operator acts as on the server's command line: the named active user,
+    /// or, without a name, the first active technical administrator.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] when there is no such (active) user.
+    pub async fn cli_principal(&self, username: Option<&str>) -> Result<Principal, AppError> {
+        let row = match username {
+            Some(u) => self.store().user_by_username(u).await?.filter(|r| r.status == "active"),
+            None => self
+                .store()
+                .users()
+                .await?
+                .into_iter()
+                .find(|r| r.status == "active" && r.user_type == "technical_administrator"),
+        }
+        .ok_or(AppError::NotFound("active user to act as (create one with `casebook user create-admin`)"))?;
+        let user_type = row.user_type.parse().unwrap_or(UserType::User);
+        Ok(Principal {
+            user_id: row.id,
+            username: row.username,
+            user_type,
+            must_change_password: false,
+            via: Via::Cli,
+            channel: Channel::Cli,
+            request_id: None,
+        })
+    }
+}

@@ -136,6 +136,7 @@ impl App {
             )
             .await?;
         }
+        self.seed_demo_design(&who, &study.oid).await?;
         self.set_study_status(&who, &study.oid, StudyStatus::Available, Some("demo ready".into())).await?;
         for site in self.list_sites(&who, &study.oid).await? {
             if site.status == StudyStatus::Design {
@@ -144,4 +145,57 @@ impl App {
         }
         Ok(true)
     }
+
+    /// The demo design: events, the shipped forms, published to Test and promoted to Production.
+    async fn seed_demo_design(&self, who: &Principal, study_oid: &str) -> Result<(), AppError> {
+        use crate::design::{EventFormInput, EventInput};
+        let event = |name: &str, ty: &str, repeating: bool, forms: Vec<EventFormInput>| EventInput {
+            name: name.to_owned(),
+            description: None,
+            category: None,
+            event_type: Some(ty.to_owned()),
+            repeating,
+            forms,
+        };
+        let form = |oid: &str, required: bool| EventFormInput {
+            form: oid.to_owned(),
+            required,
+            double_data_entry: false,
+            sdv: Some("full".to_owned()),
+            electronic_signature: false,
+            hidden_from_sites: false,
+            default_version: None,
+            allowed_versions: Vec::new(),
+            null_flavours: vec!["NA".to_owned(), "UNK".to_owned()],
+        };
+        let baseline = self.save_event(who, study_oid, None, event("Baseline", "scheduled", false, vec![])).await?;
+        for (file, bytes) in DEMO_FORMS {
+            self.upload_form(who, study_oid, file, bytes, Some(baseline.oid.as_str())).await?;
+        }
+        let baseline_forms: Vec<EventFormInput> = DEMO_FORM_OIDS.iter().map(|o| form(o, true)).collect();
+        self.save_event(
+            who,
+            study_oid,
+            Some(baseline.oid.as_str()),
+            event("Baseline", "scheduled", false, baseline_forms),
+        )
+        .await?;
+        self.save_event(
+            who,
+            study_oid,
+            None,
+            event("Follow-up", "scheduled", true, vec![form(DEMO_FORM_OIDS[0], true)]),
+        )
+        .await?;
+        let published = self.publish_design(who, study_oid, Some("Demo design".to_owned())).await?;
+        self.promote_design(who, study_oid, published.version.number).await?;
+        Ok(())
+    }
 }
+
+/// The demo study's forms, shipped in the repository (`demo/forms/`).
+pub const DEMO_FORMS: &[(&str, &[u8])] =
+    &[("vital_signs.xlsx", include_bytes!("../../../demo/forms/vital_signs.xlsx"))];
+
+/// The OIDs of [`DEMO_FORMS`], in the same order.
+pub const DEMO_FORM_OIDS: &[&str] = &["F_VITAL_SIGNS"];

@@ -204,7 +204,14 @@ async fn builders_t(t: TestApp) {
         let (s, _) = t.get(&key, "/api/v1/studies/S_DEMO/design").await;
         assert_eq!(s, StatusCode::OK, "{user} reads the design");
     }
+    // The demo study's design was published from the shipped forms and is in Production.
     let dm = t.key("demo_dm").await;
+    let (s, prod) = t.get(&dm, "/api/v1/studies/S_DEMO/design?version=production").await;
+    assert_eq!(s, StatusCode::OK, "{prod}");
+    let events: Vec<&str> = prod["events"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(events, vec!["Baseline", "Follow-up"]);
+    assert_eq!(prod["events"][0]["forms"][0]["form_oid"], "F_VITAL_SIGNS");
+    assert_eq!(prod["events"][1]["repeating"], true);
     let (s, e) =
         t.post(&dm, "/api/v1/studies/S_DEMO/design/events", json!({"name": "Week 4", "type": "fortnightly"})).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
