@@ -159,6 +159,39 @@ pub struct DiffView {
     pub publishable: bool,
 }
 
+/// A form and its versions, without their contents.
+#[derive(Debug, Clone, Serialize)]
+pub struct FormSummary {
+    pub oid: String,
+    pub name: String,
+    pub versions: Vec<FormVersionSummary>,
+}
+
+/// A form version's identity and size.
+#[derive(Debug, Clone, Serialize)]
+pub struct FormVersionSummary {
+    pub oid: String,
+    pub label: String,
+    pub source: casebook_domain::design::FormSource,
+    pub sections: usize,
+    pub item_groups: usize,
+    pub items: usize,
+}
+
+/// An item as listed across a design: where it is and what it holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct ItemSummary {
+    pub form_oid: String,
+    pub oid: String,
+    pub name: String,
+    pub data_type: casebook_domain::design::DataType,
+    pub group_oid: String,
+    pub repeating: bool,
+    pub label: String,
+    /// The versions of the form that contain the item.
+    pub versions: Vec<String>,
+}
+
 fn internal(e: impl std::error::Error + Send + Sync + 'static) -> AppError {
     AppError::Internal(anyhow_like::Internal(Box::new(e)))
 }
@@ -215,6 +248,99 @@ impl App {
             Which::Number(n) => self.store().design_version(study.id, n).await?,
         };
         parse_design(&doc.ok_or(AppError::NotFound("design version"))?.document)
+    }
+
+    /// The forms of a design with their versions.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] when the study or the version does not exist.
+    pub async fn design_forms(
+        &self,
+        who: &Principal,
+        study_oid: &str,
+        which: Which,
+    ) -> Result<Vec<FormSummary>, AppError> {
+        let design = self.design(who, study_oid, which).await?;
+        Ok(design
+            .forms
+            .iter()
+            .map(|f| FormSummary {
+                oid: f.oid.to_string(),
+                name: f.name.clone(),
+                versions: f
+                    .versions
+                    .iter()
+                    .map(|v| FormVersionSummary {
+                        oid: v.oid.to_string(),
+                        label: v.label.clone(),
+                        source: v.source,
+                        sections: v.sections.len(),
+                        item_groups: v.groups.len(),
+                        items: v.items.len(),
+                    })
+                    .collect(),
+            })
+            .collect())
+    }
+
+    /// One form version, whole.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] when the study, the design version or the form version does not exist.
+    pub async fn design_form_version(
+        &self,
+        who: &Principal,
+        study_oid: &str,
+        which: Which,
+        version_oid: &str,
+    ) -> Result<casebook_domain::design::FormVersion, AppError> {
+        let design = self.design(who, study_oid, which).await?;
+        design.form_version(version_oid).map(|(_, v)| v.clone()).ok_or(AppError::NotFound("form version"))
+    }
+
+    /// Every item of a design (optionally of one form), once per item OID.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] when the study, the version or the form does not exist.
+    pub async fn design_items(
+        &self,
+        who: &Principal,
+        study_oid: &str,
+        which: Which,
+        form_oid: Option<&str>,
+    ) -> Result<Vec<ItemSummary>, AppError> {
+        let design = self.design(who, study_oid, which).await?;
+        if let Some(f) = form_oid
+            && design.form(f).is_none()
+        {
+            return Err(AppError::NotFound("form"));
+        }
+        let mut out: Vec<ItemSummary> = Vec::new();
+        for f in design.forms.iter().filter(|f| form_oid.is_none_or(|o| f.oid.as_str() == o)) {
+            for v in &f.versions {
+                for i in &v.items {
+                    if let Some(existing) =
+                        out.iter_mut().find(|x| x.oid == i.oid.as_str() && x.form_oid == f.oid.as_str())
+                    {
+                        existing.versions.push(v.oid.to_string());
+                        continue;
+                    }
+                    out.push(ItemSummary {
+                        form_oid: f.oid.to_string(),
+                        oid: i.oid.to_string(),
+                        name: i.name.clone(),
+                        data_type: i.data_type,
+                        group_oid: i.group_oid.to_string(),
+                        repeating: v
+                            .group(i.group_oid.as_str())
+                            .is_some_and(casebook_domain::design::ItemGroup::is_repeating),
+                        label: i.label.text.clone(),
+                        versions: vec![v.oid.to_string()],
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The published versions of a study, oldest first.

@@ -18,8 +18,10 @@ use crate::error::JsonBody;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/studies/{oid}/design", get(read_design))
-        .route("/studies/{oid}/design/forms", post(upload_form))
-        .route("/studies/{oid}/design/events", post(create_event))
+        .route("/studies/{oid}/design/forms", get(list_forms).post(upload_form))
+        .route("/studies/{oid}/design/forms/{form}/versions/{version}", get(form_version))
+        .route("/studies/{oid}/design/events", get(list_events).post(create_event))
+        .route("/studies/{oid}/design/items", get(list_items))
         .route("/studies/{oid}/design/events/{event}", put(replace_event))
         .route("/studies/{oid}/design/diff", get(design_diff))
         .route("/studies/{oid}/design/publish", post(publish))
@@ -42,6 +44,65 @@ async fn read_design(
 ) -> ApiResult<Response> {
     let which = Which::parse(q.version.as_deref().unwrap_or("draft")).rid(&headers)?;
     Ok(Json(s.app.design(&p, &oid, which).await.rid(&headers)?).into_response())
+}
+
+fn which(q: Option<&str>, headers: &HeaderMap) -> ApiResult<Which> {
+    Which::parse(q.unwrap_or("draft")).rid(headers)
+}
+
+async fn list_forms(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path(oid): Path<String>,
+    Query(q): Query<VersionQuery>,
+) -> ApiResult<Response> {
+    let w = which(q.version.as_deref(), &headers)?;
+    Ok(Json(s.app.design_forms(&p, &oid, w).await.rid(&headers)?).into_response())
+}
+
+async fn form_version(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path((oid, form, version)): Path<(String, String, String)>,
+    Query(q): Query<VersionQuery>,
+) -> ApiResult<Response> {
+    let w = which(q.version.as_deref(), &headers)?;
+    let v = s.app.design_form_version(&p, &oid, w, &version).await.rid(&headers)?;
+    if !v.oid.as_str().starts_with(form.as_str()) {
+        return Err(casebook_app::AppError::NotFound("form version")).rid(&headers);
+    }
+    Ok(Json(v).into_response())
+}
+
+async fn list_events(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path(oid): Path<String>,
+    Query(q): Query<VersionQuery>,
+) -> ApiResult<Response> {
+    let w = which(q.version.as_deref(), &headers)?;
+    Ok(Json(s.app.design(&p, &oid, w).await.rid(&headers)?.events).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ItemsQuery {
+    version: Option<String>,
+    form: Option<String>,
+}
+
+async fn list_items(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path(oid): Path<String>,
+    Query(q): Query<ItemsQuery>,
+) -> ApiResult<Response> {
+    let w = which(q.version.as_deref(), &headers)?;
+    Ok(Json(s.app.design_items(&p, &oid, w, q.form.as_deref()).await.rid(&headers)?).into_response())
 }
 
 #[derive(Deserialize)]

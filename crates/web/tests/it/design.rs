@@ -204,6 +204,31 @@ async fn builders_t(t: TestApp) {
         let (s, _) = t.get(&key, "/api/v1/studies/S_DEMO/design").await;
         assert_eq!(s, StatusCode::OK, "{user} reads the design");
     }
+    // Listing: forms with versions, one version whole, items with their versions, events.
+    let (s, forms) = t.get(&dm_list_key(&t).await, "/api/v1/studies/S_DEMO/design/forms?version=production").await;
+    assert_eq!(s, StatusCode::OK, "{forms}");
+    assert_eq!(forms[0]["oid"], "F_VITAL_SIGNS");
+    assert_eq!(forms[0]["versions"][0]["oid"], "F_VITAL_SIGNS_V10");
+    assert_eq!(forms[0]["versions"][0]["items"], 12);
+    let key = dm_list_key(&t).await;
+    let (s, v) = t.get(&key, "/api/v1/studies/S_DEMO/design/forms/F_VITAL_SIGNS/versions/F_VITAL_SIGNS_V10").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["label"], "v1.0");
+    let (s, _) = t.get(&key, "/api/v1/studies/S_DEMO/design/forms/F_VITAL_SIGNS/versions/F_NOPE_V1").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, items) = t.get(&key, "/api/v1/studies/S_DEMO/design/items?form=F_VITAL_SIGNS").await;
+    let hr = items.as_array().unwrap().iter().find(|i| i["name"] == "hr").unwrap();
+    assert_eq!(
+        (hr["oid"].as_str(), hr["data_type"].as_str(), hr["repeating"].as_bool()),
+        (Some("I_VITAL_HR"), Some("INT"), Some(true))
+    );
+    let (s, _) = t.get(&key, "/api/v1/studies/S_DEMO/design/items?form=F_NOPE").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, events) = t.get(&key, "/api/v1/studies/S_DEMO/design/events?version=test").await;
+    assert_eq!(events.as_array().unwrap().len(), 2);
+    let (s, e) = t.get(&key, "/api/v1/studies/S_DEMO/design/events?version=banana").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+
     // The demo study's design was published from the shipped forms and is in Production.
     let dm = t.key("demo_dm").await;
     let (s, prod) = t.get(&dm, "/api/v1/studies/S_DEMO/design?version=production").await;
@@ -223,4 +248,8 @@ async fn builders_t(t: TestApp) {
     assert!(e["message"].as_str().unwrap().contains("forms[0].form"), "{e}");
     let (s, e) = upload(&t, &dm, "S_DEMO", "notes.txt", b"hello".to_vec(), None).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+}
+
+async fn dm_list_key(t: &TestApp) -> String {
+    t.key("demo_monitor").await
 }
