@@ -90,6 +90,23 @@ enum DesignCommand {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Write a study's design as CDISC ODM metadata to standard output.
+    Export {
+        /// Study OID.
+        #[arg(long)]
+        study: String,
+        /// odm13, odm13-oc (with OpenClinica extensions) or odm2.
+        #[arg(long, default_value = "odm13", value_parser = ["odm13", "odm13-oc", "odm2"])]
+        format: String,
+        /// draft, test, production or a version number.
+        #[arg(long, default_value = "production")]
+        version: String,
+        /// Act as this user (default: the first active technical administrator).
+        #[arg(long = "as")]
+        as_user: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -290,6 +307,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 let app = open(&settings).await?;
                 return design_import(&app, &file, &study, event.as_deref(), publish.as_deref(), as_user.as_deref())
                     .await;
+            }
+            DesignCommand::Export { study, format, version, as_user, db } => {
+                let settings = load(&db, None)?;
+                let app = open(&settings).await?;
+                let who = app.cli_principal(as_user.as_deref()).await.map_err(app_error)?;
+                let which = casebook_app::design::Which::parse(&version).map_err(app_error)?;
+                let xml = app.export_design(&who, &study, which, &format).await.map_err(app_error)?;
+                std::io::Write::write_all(&mut std::io::stdout(), &xml)?;
             }
         },
         Command::Audit { command } => match command {

@@ -302,6 +302,15 @@ async fn design_import_from_the_command_line(target: Target) {
     assert!(out.contains("accepted: form F_VITAL_SIGNS (Vital signs) version v2.0 (F_VITAL_SIGNS_V20)"), "{out}");
     assert!(out.contains("published version 2") && out.contains("promoted version 2 to Production"), "{out}");
 
+    // The design as ODM on standard output.
+    let (code, out, err) = run(&["design", "export", "--study", "S_DEMO", "--format", "odm13"], &target, None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("<?xml") && out.contains("ODMVersion=\"1.3.2\""), "{out}");
+    assert!(out.contains("F_VITAL_SIGNS_V20") && out.contains("F_ADVERSEEVENT"), "{out}");
+    let (code, _, err) = run(&["design", "export", "--study", "S_NOPE"], &target, None);
+    assert_ne!(code, 0);
+    assert!(err.contains("not found"), "{err}");
+
     // A user without the right to build designs is refused.
     let (code, _, err) =
         run(&["design", "import", v2.to_str().unwrap(), "--study", "S_DEMO", "--as", "demo_crc"], &target, None);

@@ -170,9 +170,9 @@ impl App {
         };
         let baseline = self.save_event(who, study_oid, None, event("Baseline", "scheduled", false, vec![])).await?;
         for (file, bytes) in DEMO_FORMS {
-            self.upload_form(who, study_oid, file, bytes, Some(baseline.oid.as_str())).await?;
+            self.upload_form(who, study_oid, file, bytes, None).await?;
         }
-        let baseline_forms: Vec<EventFormInput> = DEMO_FORM_OIDS.iter().map(|o| form(o, true)).collect();
+        let baseline_forms: Vec<EventFormInput> = vec![form(DEMO_FORM_OIDS[0], true)];
         self.save_event(
             who,
             study_oid,
@@ -187,6 +187,13 @@ impl App {
             event("Follow-up", "scheduled", true, vec![form(DEMO_FORM_OIDS[0], true)]),
         )
         .await?;
+        self.save_event(
+            who,
+            study_oid,
+            None,
+            event("Adverse events", "common", true, vec![form(DEMO_FORM_OIDS[1], false)]),
+        )
+        .await?;
         let published = self.publish_design(who, study_oid, Some("Demo design".to_owned())).await?;
         self.promote_design(who, study_oid, published.version.number).await?;
         Ok(())
@@ -194,8 +201,10 @@ impl App {
 }
 
 /// The demo study's forms, shipped in the repository (`demo/forms/`).
-pub const DEMO_FORMS: &[(&str, &[u8])] =
-    &[("vital_signs.xlsx", include_bytes!("../../../demo/forms/vital_signs.xlsx"))];
+pub const DEMO_FORMS: &[(&str, &[u8])] = &[
+    ("vital_signs.xlsx", include_bytes!("../../../demo/forms/vital_signs.xlsx")),
+    ("adverse_events_crf.xls", include_bytes!("../../../demo/forms/adverse_events_crf.xls")),
+];
 
 /// The OIDs of [`DEMO_FORMS`], in the same order.
-pub const DEMO_FORM_OIDS: &[&str] = &["F_VITAL_SIGNS"];
+pub const DEMO_FORM_OIDS: &[&str] = &["F_VITAL_SIGNS", "F_ADVERSEEVENT"];

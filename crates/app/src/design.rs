@@ -343,6 +343,59 @@ impl App {
         Ok(out)
     }
 
+    /// The design as CDISC ODM metadata (`odm13`, `odm13-oc` with OpenClinica extensions, or
+    /// `odm2`), written to `out`.
+    ///
+    /// # Errors
+    /// [`AppError::Validation`] for an unknown format; [`AppError::NotFound`] for an unknown
+    /// study or version.
+    pub async fn export_design(
+        &self,
+        who: &Principal,
+        study_oid: &str,
+        which: Which,
+        format: &str,
+    ) -> Result<Vec<u8>, AppError> {
+        use casebook_formats::odm::write::{OdmFlavour, StudyInfo, write_metadata};
+        let flavour = match format {
+            "odm13" | "odm132" => OdmFlavour::Odm132,
+            "odm13-oc" | "odm132-oc" | "oc" => OdmFlavour::Odm132OpenClinica,
+            "odm2" | "odm20" => OdmFlavour::Odm20,
+            other => {
+                return Err(AppError::invalid("format", format!("'{other}' is not odm13, odm13-oc or odm2")));
+            }
+        };
+        let study = self.design_study(who, study_oid, false).await?;
+        let (design, version_label) = match which {
+            Which::Draft => (self.current_draft(study.id).await?, "draft".to_owned()),
+            _ => {
+                let row = match which {
+                    Which::Test => self.store().design_test_version(study.id).await?,
+                    Which::Production => self.store().design_production_version(study.id).await?,
+                    Which::Number(n) => self.store().design_version(study.id, n).await?,
+                    Which::Draft => None,
+                }
+                .ok_or(AppError::NotFound("design version"))?;
+                (parse_design(&row.document)?, format!("v{}", row.number))
+            }
+        };
+        let details: casebook_domain::study::StudyDetails = serde_json::from_str(&study.details).map_err(internal)?;
+        let description = details.summary.clone().or(details.title.clone()).unwrap_or_default();
+        let now = self.store().clock().now();
+        let file_oid = format!("{}-{}-{}", study.oid, version_label, now.unix_timestamp());
+        let info = StudyInfo {
+            oid: &study.oid,
+            name: &study.name,
+            description: &description,
+            protocol_name: &details.protocol_id,
+            metadata_version_oid: &version_label,
+            metadata_version_name: &format!("{} design {version_label}", study.name),
+        };
+        let mut out = Vec::new();
+        write_metadata(&mut out, &info, &design, flavour, now, &file_oid).map_err(internal)?;
+        Ok(out)
+    }
+
     /// The published versions of a study, oldest first.
     ///
     /// # Errors
@@ -399,14 +452,17 @@ impl App {
             ));
         };
 
-        let key = xlsform::form_key(&workbook).unwrap_or_else(|| stem.clone());
-        let candidate = format!("F_{}", oid::normalise_key(&key, 12));
-        let existing = design.form(&candidate).cloned();
+        let is_crf = casebook_formats::occrf::is_crf_template(&workbook);
+        let existing = if is_crf {
+            casebook_formats::occrf::crf_name(&workbook).and_then(|n| design.form_by_name(&n).cloned())
+        } else {
+            let key = xlsform::form_key(&workbook).unwrap_or_else(|| stem.clone());
+            design.form(&format!("F_{}", oid::normalise_key(&key, 12))).cloned()
+        };
         let taken = design.oids();
-        let (imported, mut diags) = xlsform::import(
-            &workbook,
-            xlsform::Context { existing: existing.as_ref(), taken: Some(&taken), file_stem: Some(&stem) },
-        );
+        let ctx = xlsform::Context { existing: existing.as_ref(), taken: Some(&taken), file_stem: Some(&stem) };
+        let (imported, mut diags) =
+            if is_crf { casebook_formats::occrf::import(&workbook, ctx) } else { xlsform::import(&workbook, ctx) };
         let Some(imported) = imported.filter(|_| !diags.has_errors()) else {
             let n = diags.errors().count();
             return Err(rejected(format!("{file_name} was refused: {n} error(s); nothing was saved"), &diags.0));

@@ -24,6 +24,7 @@ pub fn routes() -> Router<AppState> {
         .route("/studies/{oid}/design/items", get(list_items))
         .route("/studies/{oid}/design/events/{event}", put(replace_event))
         .route("/studies/{oid}/design/diff", get(design_diff))
+        .route("/studies/{oid}/design/odm", get(export_odm))
         .route("/studies/{oid}/design/publish", post(publish))
         .route("/studies/{oid}/design/versions", get(versions))
         .route("/studies/{oid}/design/versions/{number}/promote", post(promote))
@@ -201,4 +202,24 @@ async fn promote(
     Path((oid, number)): Path<(String, i32)>,
 ) -> ApiResult<Response> {
     Ok(Json(s.app.promote_design(&p, &oid, number).await.rid(&headers)?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportQuery {
+    /// `odm13` (default), `odm13-oc` or `odm2`.
+    format: Option<String>,
+    version: Option<String>,
+}
+
+async fn export_odm(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path(oid): Path<String>,
+    Query(q): Query<ExportQuery>,
+) -> ApiResult<Response> {
+    let w = which(q.version.as_deref(), &headers)?;
+    let xml = s.app.export_design(&p, &oid, w, q.format.as_deref().unwrap_or("odm13")).await.rid(&headers)?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/xml; charset=utf-8")], xml).into_response())
 }

@@ -225,8 +225,25 @@ async fn builders_t(t: TestApp) {
     let (s, _) = t.get(&key, "/api/v1/studies/S_DEMO/design/items?form=F_NOPE").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (_, events) = t.get(&key, "/api/v1/studies/S_DEMO/design/events?version=test").await;
-    assert_eq!(events.as_array().unwrap().len(), 2);
+    assert_eq!(events.as_array().unwrap().len(), 3);
     let (s, e) = t.get(&key, "/api/v1/studies/S_DEMO/design/events?version=banana").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+
+    // The design as ODM metadata, valid against the official schemas (xmllint).
+    for (format, xsd) in [("odm13", "xsd-1.3.2/ODM1-3-2.xsd"), ("odm2", "xsd-2.0/ODM.xsd")] {
+        let r = client()
+            .get(t.url(&format!("/api/v1/studies/S_DEMO/design/odm?format={format}&version=production")))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/xml"));
+        let xml = r.text().await.unwrap();
+        assert!(xml.contains("F_VITAL_SIGNS_V10") && xml.contains("I_VITAL_WEIGHT"), "{format}");
+        xmllint(&xml, xsd);
+    }
+    let (s, e) = t.get(&key, "/api/v1/studies/S_DEMO/design/odm?format=sas").await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
 
     // The demo study's design was published from the shipped forms and is in Production.
@@ -234,7 +251,10 @@ async fn builders_t(t: TestApp) {
     let (s, prod) = t.get(&dm, "/api/v1/studies/S_DEMO/design?version=production").await;
     assert_eq!(s, StatusCode::OK, "{prod}");
     let events: Vec<&str> = prod["events"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
-    assert_eq!(events, vec!["Baseline", "Follow-up"]);
+    assert_eq!(events, vec!["Baseline", "Follow-up", "Adverse events"]);
+    // The OpenClinica CRF template (.xls) became the adverse events form, in the common event.
+    assert_eq!(prod["events"][2]["forms"][0]["form_oid"], "F_ADVERSEEVENT");
+    assert_eq!(prod["events"][2]["type"], "common");
     assert_eq!(prod["events"][0]["forms"][0]["form_oid"], "F_VITAL_SIGNS");
     assert_eq!(prod["events"][1]["repeating"], true);
     let (s, e) =
@@ -252,4 +272,22 @@ async fn builders_t(t: TestApp) {
 
 async fn dm_list_key(t: &TestApp) -> String {
     t.key("demo_monitor").await
+}
+
+/// Validates XML with xmllint against one of the official CDISC schemas in the shared fixtures.
+fn xmllint(xml: &str, xsd: &str) {
+    let fixtures = std::env::var("CASEBOOK_FIXTURES")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures").to_owned());
+    let schema = std::path::Path::new(&fixtures).join("odm").join(xsd);
+    assert!(schema.is_file(), "the ODM schemas are missing at {}", schema.display());
+    let file = std::env::temp_dir().join(format!("casebook-design-{}-{}.xml", std::process::id(), xsd.len()));
+    std::fs::write(&file, xml).unwrap();
+    let out = std::process::Command::new("xmllint")
+        .args(["--noout", "--nonet", "--schema"])
+        .arg(&schema)
+        .arg(&file)
+        .output()
+        .expect("xmllint is required (apt-get install -y libxml2-utils; .ci/run installs it)");
+    let _ = std::fs::remove_file(&file);
+    assert!(out.status.success(), "{xsd}: {}", String::from_utf8_lossy(&out.stderr));
 }
