@@ -356,7 +356,7 @@ impl App {
         which: Which,
         format: &str,
     ) -> Result<Vec<u8>, AppError> {
-        use casebook_formats::odm::write::{OdmFlavour, StudyInfo, write_metadata};
+        use casebook_formats::odm::write::OdmFlavour;
         let flavour = match format {
             "odm13" | "odm132" => OdmFlavour::Odm132,
             "odm13-oc" | "odm132-oc" | "oc" => OdmFlavour::Odm132OpenClinica,
@@ -379,21 +379,76 @@ impl App {
                 (parse_design(&row.document)?, format!("v{}", row.number))
             }
         };
-        let details: casebook_domain::study::StudyDetails = serde_json::from_str(&study.details).map_err(internal)?;
-        let description = details.summary.clone().or(details.title.clone()).unwrap_or_default();
-        let now = self.store().clock().now();
-        let file_oid = format!("{}-{}-{}", study.oid, version_label, now.unix_timestamp());
-        let info = StudyInfo {
-            oid: &study.oid,
-            name: &study.name,
-            description: &description,
-            protocol_name: &details.protocol_id,
-            metadata_version_oid: &version_label,
-            metadata_version_name: &format!("{} design {version_label}", study.name),
+        write_design(&study, &design, &version_label, flavour, self.store().clock().now())
+    }
+
+    /// OpenClinica 3's `/rest/metadata/…/view/{study}/{event}/{formVersion}`: the design in
+    /// Production (else Test) as ODM 1.3.2 with OpenClinica extensions, for a study or one of its
+    /// sites, whole or restricted to one form version (`*` = all).
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] for an unknown study, site or form version, or a study with no
+    /// published design.
+    pub async fn openclinica_metadata(
+        &self,
+        who: &Principal,
+        study_or_site_oid: &str,
+        form_version: Option<&str>,
+    ) -> Result<Vec<u8>, AppError> {
+        let (study, design, label) = self.openclinica_design(who, study_or_site_oid, form_version).await?;
+        let flavour = casebook_formats::odm::write::OdmFlavour::Odm132OpenClinica;
+        write_design(&study, &design, &label, flavour, self.store().clock().now())
+    }
+
+    /// [`Self::openclinica_metadata`] as OpenClinica's REST API renders it in JSON.
+    ///
+    /// # Errors
+    /// As [`Self::openclinica_metadata`].
+    pub async fn openclinica_metadata_json(
+        &self,
+        who: &Principal,
+        study_or_site_oid: &str,
+        form_version: Option<&str>,
+    ) -> Result<serde_json::Value, AppError> {
+        let xml = self.openclinica_metadata(who, study_or_site_oid, form_version).await?;
+        casebook_formats::odm::json::xml_to_json(&xml).map_err(|e| AppError::Internal(anyhow_like::Internal(e.into())))
+    }
+
+    /// The published design (Production, else Test) of a study or site, restricted to one form
+    /// version when given (`*` = all), with its version label.
+    ///
+    /// # Errors
+    /// As [`Self::openclinica_metadata`].
+    pub async fn openclinica_design(
+        &self,
+        who: &Principal,
+        study_or_site_oid: &str,
+        form_version: Option<&str>,
+    ) -> Result<(StudyRow, StudyDesign, String), AppError> {
+        let row = self.store().study_by_oid(study_or_site_oid).await?.ok_or(AppError::NotFound("study"))?;
+        let study_oid = match row.parent_id {
+            Some(p) => self.store().study_by_id(p).await?.ok_or(AppError::NotFound("study"))?.oid,
+            None => row.oid.clone(),
         };
-        let mut out = Vec::new();
-        write_metadata(&mut out, &info, &design, flavour, now, &file_oid).map_err(internal)?;
-        Ok(out)
+        let study = self.design_study(who, &study_oid, false).await?;
+        let version = match self.store().design_production_version(study.id).await? {
+            Some(v) => v,
+            None => self.store().design_test_version(study.id).await?.ok_or(AppError::NotFound("published design"))?,
+        };
+        let mut design = parse_design(&version.document)?;
+        if let Some(v) = form_version.filter(|v| *v != "*") {
+            let form_oid =
+                design.form_version(v).map(|(f, _)| f.oid.clone()).ok_or(AppError::NotFound("form version"))?;
+            design.forms.retain(|f| f.oid == form_oid);
+            for f in &mut design.forms {
+                f.versions.retain(|x| x.oid.as_str() == v);
+            }
+            design.events.retain(|e| e.forms.iter().any(|x| x.form_oid == form_oid));
+            for e in &mut design.events {
+                e.forms.retain(|x| x.form_oid == form_oid);
+            }
+        }
+        Ok((study, design, format!("v{}", version.number)))
     }
 
     /// The published versions of a study, oldest first.
@@ -802,6 +857,31 @@ impl App {
         let row = self.store().design_version(study.id, number).await?.ok_or(AppError::NotFound("design version"))?;
         Ok(VersionView::from(&row))
     }
+}
+
+/// Writes a design as ODM metadata for a study.
+fn write_design(
+    study: &StudyRow,
+    design: &StudyDesign,
+    version_label: &str,
+    flavour: casebook_formats::odm::write::OdmFlavour,
+    now: time::OffsetDateTime,
+) -> Result<Vec<u8>, AppError> {
+    use casebook_formats::odm::write::{StudyInfo, write_metadata};
+    let details: casebook_domain::study::StudyDetails = serde_json::from_str(&study.details).map_err(internal)?;
+    let description = details.summary.clone().or(details.title.clone()).unwrap_or_default();
+    let file_oid = format!("{}-{}-{}", study.oid, version_label, now.unix_timestamp());
+    let info = StudyInfo {
+        oid: &study.oid,
+        name: &study.name,
+        description: &description,
+        protocol_name: &details.protocol_id,
+        metadata_version_oid: version_label,
+        metadata_version_name: &format!("{} design {version_label}", study.name),
+    };
+    let mut out = Vec::new();
+    write_metadata(&mut out, &info, design, flavour, now, &file_oid).map_err(internal)?;
+    Ok(out)
 }
 
 /// What a design needs before it can be published: at least one event, and every event form

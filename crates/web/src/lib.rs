@@ -12,6 +12,7 @@ mod docs;
 pub mod error;
 mod html;
 mod metrics;
+mod oc_metadata;
 mod openclinica;
 
 use axum::Router;

@@ -28,6 +28,7 @@ pub fn routes() -> Router<AppState> {
         .route("/j_spring_security_logout", get(logout).post(logout))
         .route("/MainMenu", get(crate::html::landing))
         .route("/pages/auth/api/v1/system/systemstatus", post(system_status))
+        .merge(crate::oc_metadata::routes())
 }
 
 #[derive(Deserialize)]

@@ -11,6 +11,7 @@ mod accounts;
 mod audit;
 mod auth;
 mod design;
+mod oc_metadata;
 mod sites;
 mod studies;
 
