@@ -387,8 +387,21 @@ async fn design_import(
     let who = app.cli_principal(as_user).await.map_err(app_error)?;
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("form.xlsx");
-    match app.upload_form(&who, study, name, &bytes, event).await {
-        Ok(out) => {
+    let result = if name.to_ascii_lowercase().ends_with(".xml") {
+        app.import_design_odm(&who, study, name, &bytes).await.map(|out| {
+            for d in &out.diagnostics {
+                println!("{d}");
+            }
+            println!(
+                "accepted: ODM study {} ({}): form versions {}; events {}",
+                out.source_study_oid,
+                out.metadata_version_oid,
+                out.form_versions.join(", "),
+                out.events.join(", ")
+            );
+        })
+    } else {
+        app.upload_form(&who, study, name, &bytes, event).await.map(|out| {
             for d in &out.diagnostics {
                 println!("{d}");
             }
@@ -404,7 +417,10 @@ async fn design_import(
                 out.code_lists,
                 if out.replaced { "; replaced the unpublished version with the same label" } else { "" }
             );
-        }
+        })
+    };
+    match result {
+        Ok(()) => {}
         Err(casebook_app::AppError::Rejected { message, details, .. }) => {
             if let Some(list) = details.get("diagnostics").and_then(|d| d.as_array()) {
                 for d in list {

@@ -99,6 +99,21 @@ pub struct UploadOutcome {
     pub diff: DesignDiff,
 }
 
+/// The result of an accepted ODM metadata import.
+#[derive(Debug, Clone, Serialize)]
+pub struct OdmImportOutcome {
+    /// The ODM study the metadata came from.
+    pub source_study_oid: String,
+    pub metadata_version_oid: String,
+    /// Form versions added or replaced in the draft.
+    pub form_versions: Vec<String>,
+    /// Event definitions added or replaced in the draft.
+    pub events: Vec<String>,
+    /// Warnings (errors refuse the file).
+    pub diagnostics: Vec<Diagnostic>,
+    pub diff: DesignDiff,
+}
+
 /// An event definition as the API receives it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -595,6 +610,91 @@ impl App {
         .await?;
         tx.commit().await?;
         Ok(outcome)
+    }
+
+    /// Imports a design from CDISC ODM 1.3.2 metadata into the draft: its events and forms are
+    /// added, or replace the draft's ones with the same OIDs (published form versions cannot be
+    /// replaced). Every problem is reported with its line and column; any error refuses the file.
+    ///
+    /// # Errors
+    /// [`AppError::Rejected`] with the diagnostics.
+    pub async fn import_design_odm(
+        &self,
+        who: &Principal,
+        study_oid: &str,
+        file_name: &str,
+        bytes: &[u8],
+    ) -> Result<OdmImportOutcome, AppError> {
+        let study = self.design_study(who, study_oid, true).await?;
+        let mut design = self.current_draft(study.id).await?;
+        let (_, published) = self.published_design(study.id).await?;
+        let (odm, mut diags) = casebook_formats::odm::read::read_metadata(bytes);
+        let Some(odm) = odm.filter(|_| !diags.has_errors()) else {
+            let n = diags.errors().count();
+            return Err(rejected(format!("{file_name} was refused: {n} error(s); nothing was saved"), &diags.0));
+        };
+        let mut form_versions = Vec::new();
+        for f in odm.design.forms {
+            for v in &f.versions {
+                if published.form(f.oid.as_str()).is_some_and(|pf| pf.versions.iter().any(|x| x.oid == v.oid)) {
+                    diags.error(
+                        Location::File,
+                        format!("form version {} is published and cannot be replaced; give it a new version", v.oid),
+                    );
+                }
+            }
+            match design.forms.iter_mut().find(|x| x.oid == f.oid) {
+                None => {
+                    form_versions.extend(f.versions.iter().map(|v| v.oid.to_string()));
+                    design.forms.push(f);
+                }
+                Some(existing) => {
+                    for v in f.versions {
+                        form_versions.push(v.oid.to_string());
+                        match existing.versions.iter_mut().find(|x| x.oid == v.oid) {
+                            Some(slot) => *slot = v,
+                            None => existing.versions.push(v),
+                        }
+                    }
+                }
+            }
+        }
+        let mut events = Vec::new();
+        for e in odm.design.events {
+            events.push(e.oid.to_string());
+            match design.events.iter_mut().find(|x| x.oid == e.oid) {
+                Some(slot) => *slot = e,
+                None => design.events.push(e),
+            }
+        }
+        if diags.has_errors() {
+            return Err(rejected(format!("{file_name} was refused; nothing was saved"), &diags.0));
+        }
+        let change = diff(&published, &design);
+        let mut tx = self.store().write(who.actor()).await?;
+        tx.save_design_draft(study.id, &design.canonical_json()).await?;
+        tx.audit(
+            AuditEntry::new("design.odm_imported", "study_design", &study.oid).study(Some(study.id), None).new_value(
+                serde_json::json!({
+                    "file": file_name,
+                    "sha256": hex::encode(sha2::Sha256::digest(bytes)),
+                    "source_study": odm.study_oid,
+                    "metadata_version": odm.metadata_version_oid,
+                    "form_versions": form_versions,
+                    "events": events,
+                }),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(OdmImportOutcome {
+            source_study_oid: odm.study_oid,
+            metadata_version_oid: odm.metadata_version_oid,
+            form_versions,
+            events,
+            diagnostics: diags.0,
+            diff: change,
+        })
     }
 
     /// Creates an event definition in the draft (`oid` = `None`) or replaces one.

@@ -24,7 +24,7 @@ pub fn routes() -> Router<AppState> {
         .route("/studies/{oid}/design/items", get(list_items))
         .route("/studies/{oid}/design/events/{event}", put(replace_event))
         .route("/studies/{oid}/design/diff", get(design_diff))
-        .route("/studies/{oid}/design/odm", get(export_odm))
+        .route("/studies/{oid}/design/odm", get(export_odm).post(import_odm))
         .route("/studies/{oid}/design/publish", post(publish))
         .route("/studies/{oid}/design/versions", get(versions))
         .route("/studies/{oid}/design/versions/{number}/promote", post(promote))
@@ -222,4 +222,18 @@ async fn export_odm(
     let w = which(q.version.as_deref(), &headers)?;
     let xml = s.app.export_design(&p, &oid, w, q.format.as_deref().unwrap_or("odm13")).await.rid(&headers)?;
     Ok(([(axum::http::header::CONTENT_TYPE, "application/xml; charset=utf-8")], xml).into_response())
+}
+
+/// The body is the ODM XML file; its name (for the audit trail) from `?file_name=`.
+async fn import_odm(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path(oid): Path<String>,
+    Query(q): Query<UploadQuery>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let name = q.file_name.unwrap_or_else(|| "metadata.xml".to_owned());
+    let out = s.app.import_design_odm(&p, &oid, &name, &body).await.rid(&headers)?;
+    Ok((StatusCode::CREATED, Json(out)).into_response())
 }

@@ -291,3 +291,68 @@ fn xmllint(xml: &str, xsd: &str) {
     let _ = std::fs::remove_file(&file);
     assert!(out.status.success(), "{xsd}: {}", String::from_utf8_lossy(&out.stderr));
 }
+
+async fn post_xml(t: &TestApp, key: &str, study: &str, xml: Vec<u8>) -> (StatusCode, Value) {
+    let url = format!("/api/v1/studies/{study}/design/odm?file_name=metadata.xml");
+    let r = client().post(t.url(&url)).bearer_auth(key).body(xml).send().await.unwrap();
+    let s = r.status();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+both!(odm_metadata_round_trip, odm_round_trip_t);
+async fn odm_round_trip_t(t: TestApp) {
+    let admin = t.key("demo_admin").await;
+    new_study(&t, &admin).await;
+
+    // A DTD is refused before anything is read, and nothing is saved.
+    let evil = br#"<?xml version="1.0"?><!DOCTYPE ODM [<!ENTITY x SYSTEM "file:///etc/passwd">]><ODM>&x;</ODM>"#;
+    let (s, e) = post_xml(&t, &admin, "S_DSGN", evil.to_vec()).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("design_rejected")), "{e}");
+    assert!(e.to_string().contains("DTD") || e.to_string().contains("DOCTYPE"), "{e}");
+    assert!(e["details"]["diagnostics"][0]["location"]["line"].is_number(), "{e}");
+
+    // The demo design leaves as ODM with OpenClinica extensions and comes back into another study.
+    let r = client()
+        .get(t.url("/api/v1/studies/S_DEMO/design/odm?format=odm13-oc&version=production"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    let xml = r.bytes().await.unwrap().to_vec();
+    let (s, out) = post_xml(&t, &admin, "S_DSGN", xml).await;
+    assert_eq!(s, StatusCode::CREATED, "{out}");
+    assert_eq!(out["source_study_oid"], "S_DEMO");
+    assert_eq!(out["events"].as_array().unwrap().len(), 3, "{out}");
+    let (_, demo) = t.get(&admin, "/api/v1/studies/S_DEMO/design/items?version=production").await;
+    let (_, copy) = t.get(&admin, "/api/v1/studies/S_DSGN/design/items?version=draft").await;
+    let shape = |v: &Value| {
+        let mut x: Vec<(String, String, bool)> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["oid"].as_str().unwrap().to_owned(),
+                    i["data_type"].as_str().unwrap().to_owned(),
+                    i["repeating"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        x.sort();
+        x
+    };
+    assert_eq!(shape(&demo), shape(&copy), "items, types and repeats survive the round trip");
+    let (s, p) = t.post(&admin, "/api/v1/studies/S_DSGN/design/publish", json!({})).await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+
+    // Importing it again after publishing would replace published versions: refused.
+    let r = client()
+        .get(t.url("/api/v1/studies/S_DEMO/design/odm?format=odm13-oc&version=production"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    let (s, e) = post_xml(&t, &admin, "S_DSGN", r.bytes().await.unwrap().to_vec()).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(e.to_string().contains("is published and cannot be replaced"), "{e}");
+}
