@@ -41,6 +41,10 @@ pub struct Workbook {
 #[derive(Debug, thiserror::Error)]
 pub enum WorkbookError {
     #[error(
+        "the workbook is password-protected: remove the password (in Excel: File › Info › Protect Workbook › Encrypt with Password) and upload it again"
+    )]
+    Encrypted,
+    #[error(
         "the file is not a readable .xlsx or .xls workbook ({0}); if it is password-protected, remove the password and upload it again"
     )]
     Unreadable(String),
@@ -61,6 +65,9 @@ impl Workbook {
     /// When the bytes are not a workbook (corrupt, encrypted, another format) or a sheet cannot
     /// be decoded.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, WorkbookError> {
+        if is_encrypted_office_file(bytes) {
+            return Err(WorkbookError::Encrypted);
+        }
         let mut book = calamine::open_workbook_auto_from_rs(Cursor::new(bytes.to_vec()))
             .map_err(|e| WorkbookError::Unreadable(e.to_string()))?;
         let names = book.sheet_names().clone();
@@ -117,6 +124,13 @@ impl Workbook {
         }
         Self { sheets }
     }
+}
+
+/// An encrypted Office file is an OLE compound file holding an `EncryptedPackage` stream.
+fn is_encrypted_office_file(bytes: &[u8]) -> bool {
+    const OLE: [u8; 8] = [0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
+    let name: Vec<u8> = "EncryptedPackage".encode_utf16().flat_map(u16::to_le_bytes).collect();
+    bytes.starts_with(&OLE) && bytes.windows(name.len()).any(|w| w == name.as_slice())
 }
 
 fn split_markdown_row(line: &str) -> Vec<String> {

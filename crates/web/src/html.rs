@@ -51,6 +51,7 @@ pub fn page(title: &str, body: &str) -> Html<String> {
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(landing))
+        .route("/studies/{oid}/design", get(design_page))
         .route("/login", get(login_page).post(login_submit))
         .route("/logout", axum::routing::post(logout))
         .route("/account/password", get(password_page).post(password_submit))
@@ -183,7 +184,7 @@ async fn landing_body(s: &AppState, p: &Principal, notice: Option<String>) -> Re
         body.push_str("<table><tr><th>Study</th><th>Site</th><th>Role</th></tr>");
         for r in &roles {
             body.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td><a href='/studies/{0}/design'>{0}</a></td><td>{1}</td><td>{2}</td></tr>",
                 escape(&r.study_oid),
                 escape(r.site_oid.as_deref().unwrap_or("all sites")),
                 escape(&r.label)
@@ -364,4 +365,90 @@ async fn revoke_key(State(s): State<AppState>, headers: HeaderMap, Form(f): Form
         Err(e) => format!("<p class=error>{}</p>", escape(&e.to_string())),
     };
     landing_body(&s, &p, Some(notice)).await
+}
+
+/// A study's design as people read it: versions and environments, events and their forms, and
+/// links to the printable forms and ODM exports.
+async fn design_page(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Path(oid): axum::extract::Path<String>,
+) -> Response {
+    use casebook_app::design::Which;
+    let p = match browser_user(&s.app, &headers).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let versions = match s.app.design_versions(&p, &oid).await {
+        Ok(v) => v,
+        Err(e) => {
+            let status = crate::error::ApiError::from(e).status;
+            return (status, page("Design", "<p class=error>This study does not exist or you have no role in it.</p>"))
+                .into_response();
+        }
+    };
+    let oc = &s.web.openclinica_context;
+    let mut body = format!("<h1>Design of {}</h1>", escape(&oid));
+    if versions.is_empty() {
+        body.push_str("<p>No version of the design has been published yet.</p>");
+    } else {
+        body.push_str("<h2>Published versions</h2><table><tr><th>Version</th><th>Environment</th><th>Published</th><th>Hash</th></tr>");
+        for v in versions.iter().rev() {
+            body.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+                v.number,
+                v.environment,
+                escape(&v.published_at.to_string()),
+                escape(&v.hash[..12.min(v.hash.len())])
+            ));
+        }
+        body.push_str("</table>");
+    }
+    let which = if versions.iter().any(|v| v.production_at.is_some()) { Which::Production } else { Which::Test };
+    if let Ok(design) = s.app.design(&p, &oid, which).await {
+        body.push_str(&format!(
+            "<h2>Events ({})</h2><table><tr><th>Event</th><th>Type</th><th>Forms</th></tr>",
+            if which == Which::Production { "Production" } else { "Test" }
+        ));
+        for e in &design.events {
+            let forms: Vec<String> = e
+                .forms
+                .iter()
+                .map(|f| {
+                    let name = design.form(f.form_oid.as_str()).map_or(f.form_oid.as_str(), |x| x.name.as_str());
+                    format!("{}{}", escape(name), if f.required { " (required)" } else { "" })
+                })
+                .collect();
+            body.push_str(&format!(
+                "<tr><td>{} <small><code>{}</code></small></td><td>{}{}</td><td>{}</td></tr>",
+                escape(&e.name),
+                escape(e.oid.as_str()),
+                e.event_type.odm(),
+                if e.repeating { ", repeating" } else { "" },
+                forms.join("<br>")
+            ));
+        }
+        body.push_str("</table><h2>Forms</h2><table><tr><th>Form</th><th>Version</th><th>Items</th><th></th></tr>");
+        for f in &design.forms {
+            for v in &f.versions {
+                body.push_str(&format!(
+                    "<tr><td>{}</td><td>{} <small><code>{}</code></small></td><td>{}</td><td><a href='{oc}/rest/metadata/html/print/{}/*/{}'>print blank form</a></td></tr>",
+                    escape(&f.name),
+                    escape(&v.label),
+                    escape(v.oid.as_str()),
+                    v.items.len(),
+                    escape(&oid),
+                    escape(v.oid.as_str())
+                ));
+            }
+        }
+        body.push_str("</table>");
+    }
+    body.push_str(&format!(
+        "<h2>Exports</h2><p>CDISC ODM: <a href='/api/v1/studies/{0}/design/odm?format=odm13&version=production'>1.3.2</a> · \
+         <a href='/api/v1/studies/{0}/design/odm?format=odm13-oc&version=production'>1.3.2 with OpenClinica extensions</a> · \
+         <a href='/api/v1/studies/{0}/design/odm?format=odm2&version=production'>2.0</a></p><p><a href=/>Home</a></p>",
+        escape(&oid)
+    ));
+    page(&format!("Design of {oid}"), &body).into_response()
 }

@@ -56,3 +56,11 @@ fn the_demo_form_is_clean() {
     assert!(!d.has_errors() && d.0.is_empty(), "{:#?}", d.0);
     assert_eq!(form.unwrap().version.items.len(), 12);
 }
+
+#[test]
+fn password_protected_workbooks_are_named_as_such() {
+    // The demo vital signs form encrypted with the password "secret" (msoffcrypto-tool).
+    let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/password_protected.xlsx")).unwrap();
+    let err = Workbook::from_bytes(&bytes).unwrap_err().to_string();
+    assert!(err.starts_with("the workbook is password-protected"), "{err}");
+}

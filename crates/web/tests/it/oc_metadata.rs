@@ -62,3 +62,28 @@ async fn oc_metadata_t(t: TestApp) {
     let r = client().get(t.url("/OpenClinica/rest/metadata/xml/view/S_DEMO")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
+
+both!(design_page_shows_the_demo_design, design_page_t);
+async fn design_page_t(t: TestApp) {
+    let (c, _) = t.session("demo_monitor").await;
+    let home = c.get(t.url("/")).send().await.unwrap().text().await.unwrap();
+    assert!(home.contains("href='/studies/S_DEMO/design'"), "{home}");
+    let r = c.get(t.url("/studies/S_DEMO/design")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = r.text().await.unwrap();
+    for expected in [
+        "production",
+        "Baseline",
+        "Adverse events",
+        "Vital signs",
+        "Adverse Events",
+        "F_VITAL_SIGNS_V10",
+        "print blank form",
+    ] {
+        assert!(html.contains(expected), "{expected} missing from {html}");
+    }
+    let r = c.get(t.url("/studies/S_NOPE/design")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = client().get(t.url("/studies/S_DEMO/design")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "anonymous users are sent to sign in");
+}
