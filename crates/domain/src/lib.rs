@@ -5,6 +5,7 @@
 //! rest of the system can rely on them being valid ("parse, don't validate").
 
 pub mod audit;
+pub mod capture;
 pub mod clock;
 pub mod design;
 pub mod expr;
