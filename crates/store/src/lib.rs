@@ -11,6 +11,7 @@
 mod db;
 pub mod accounts;
 pub mod audit;
+pub mod capture;
 pub mod designs;
 pub mod studies;
 mod tx;
