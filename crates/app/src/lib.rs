@@ -8,6 +8,7 @@ pub mod access;
 pub mod accounts;
 pub mod audit;
 pub mod auth;
+pub mod capture;
 pub mod demo;
 pub mod design;
 mod error;

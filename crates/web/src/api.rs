@@ -58,6 +58,7 @@ pub fn routes() -> Router<AppState> {
         .route("/audit/verify", post(verify_audit))
         .route("/openapi.json", get(crate::docs::openapi))
         .merge(crate::design_api::routes())
+        .merge(crate::capture_api::routes())
 }
 
 #[derive(Deserialize)]

@@ -247,6 +247,38 @@ pub const ENDPOINTS: &[Endpoint] = &[
         None,
         200,
     ),
+    (
+        "get",
+        "/api/v1/studies/{oid}/participants",
+        "participants",
+        "Participants the caller may see (?site=OID, ?after=ID, ?limit=)",
+        None,
+        200,
+    ),
+    (
+        "post",
+        "/api/v1/studies/{oid}/participants",
+        "participants",
+        "Enrol a participant at a site, following the study's parameters (automatic IDs from the template)",
+        Some("Enrol"),
+        201,
+    ),
+    (
+        "get",
+        "/api/v1/studies/{oid}/participants/{participant}",
+        "participants",
+        "A participant's casebook: details, events, forms and values (participant by ID or OID)",
+        None,
+        200,
+    ),
+    (
+        "post",
+        "/api/v1/studies/{oid}/participants/{participant}/events",
+        "participants",
+        "Schedule an event (the next occurrence of a repeating one)",
+        Some("Schedule"),
+        201,
+    ),
 ];
 
 fn schemas() -> Value {
@@ -291,6 +323,8 @@ fn schemas() -> Value {
         "RoleAssign": s(&[("username", "string"), ("role", "string"), ("site_oid", "string")], &["username", "role"]),
         "EventInput": s(&[("name", "string"), ("type", "string"), ("repeating", "boolean"), ("category", "string"), ("description", "string"), ("forms", "array")], &["name"]),
         "Publish": s(&[("notes", "string")], &[]),
+        "Enrol": s(&[("site", "string"), ("label", "string"), ("secondary_label", "string"), ("person_id", "string"), ("sex", "string"), ("date_of_birth", "string"), ("enrolled_on", "string"), ("group", "string")], &["site", "enrolled_on"]),
+        "Schedule": s(&[("event", "string"), ("start", "string"), ("end", "string"), ("location", "string")], &["event"]),
         "Error": s(&[("code", "string"), ("message", "string"), ("details", "object"), ("request_id", "string")], &["code", "message"]),
     })
 }

@@ -7,6 +7,7 @@
 
 mod api;
 mod auth;
+mod capture_api;
 mod design_api;
 mod docs;
 pub mod error;

@@ -10,6 +10,7 @@
 mod accounts;
 mod audit;
 mod auth;
+mod capture;
 mod design;
 mod oc_metadata;
 mod sites;

@@ -1,0 +1,75 @@
+//! The data capture API: participants, their events and forms.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use casebook_app::capture::{EnrolInput, ScheduleInput};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::api::{ApiResult, WithRid};
+use crate::auth::Auth;
+use crate::error::JsonBody;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/studies/{oid}/participants", get(list).post(enrol))
+        .route("/studies/{oid}/participants/{participant}", get(casebook))
+        .route("/studies/{oid}/participants/{participant}/events", post(schedule))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    site: Option<String>,
+    after: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path(oid): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Response> {
+    let out = s
+        .app
+        .list_participants(&p, &oid, q.site.as_deref(), q.after.as_deref(), q.limit.unwrap_or(100))
+        .await
+        .rid(&headers)?;
+    Ok(Json(out).into_response())
+}
+
+async fn enrol(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path(oid): Path<String>,
+    JsonBody(b): JsonBody<EnrolInput>,
+) -> ApiResult<Response> {
+    let out = s.app.enrol(&p, &oid, b).await.rid(&headers)?;
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+async fn casebook(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path((oid, participant)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    Ok(Json(s.app.casebook(&p, &oid, &participant).await.rid(&headers)?).into_response())
+}
+
+async fn schedule(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path((oid, participant)): Path<(String, String)>,
+    JsonBody(b): JsonBody<ScheduleInput>,
+) -> ApiResult<Response> {
+    let out = s.app.schedule_event(&p, &oid, &participant, b).await.rid(&headers)?;
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
