@@ -201,7 +201,7 @@ impl App {
     ) -> Result<(StudyRow, Access, ParticipantRow, StudyRow), AppError> {
         let (study, access) = self.study_with_access(who, study_oid).await?;
         let p = self.store().participant(study.id, key).await?.ok_or(AppError::NotFound("participant"))?;
-        if !access.sees_site(p.site_id) && !(access.study_wide() && p.site_id == study.id) {
+        if !access.sees_site(p.site_id) {
             return Err(AppError::NotFound("participant"));
         }
         let site = if p.site_id == study.id {
@@ -434,7 +434,7 @@ impl App {
         };
         let rows = self.store().participants(study.id, site_id, after.unwrap_or(""), limit.clamp(1, 1000)).await?;
         let mut out = Vec::with_capacity(rows.len());
-        for r in rows.iter().filter(|r| access.sees_site(r.site_id) || (r.site_id == study.id && access.study_wide())) {
+        for r in rows.iter().filter(|r| access.sees_site(r.site_id)) {
             out.push(self.participant_view(r).await?);
         }
         Ok(out)
@@ -499,7 +499,7 @@ impl App {
         let repeat_key = existing.iter().map(|e| e.repeat_key).max().unwrap_or(0) + 1;
         tx.insert_study_event(p.id, def.oid.as_str(), repeat_key, start, end, location.as_deref()).await?;
         tx.audit(
-            AuditEntry::new("event.scheduled", "study_event", &format!("{}/{}[{repeat_key}]", p.oid, def.oid))
+            AuditEntry::new("event.scheduled", "study_event", format!("{}/{}[{repeat_key}]", p.oid, def.oid))
                 .study(Some(study.id), (site.id != study.id).then_some(site.id))
                 .new_value(serde_json::json!({
                     "participant": p.oid, "event": def.oid.as_str(), "repeat_key": repeat_key,
