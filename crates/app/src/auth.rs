@@ -384,3 +384,17 @@ impl App {
         })
     }
 }
+
+impl App {
+    /// Whether `password` is the principal's password (an e-signature re-authentication).
+    ///
+    /// # Errors
+    /// On storage failure.
+    pub async fn password_matches(&self, who: &Principal, password: &str) -> Result<bool, AppError> {
+        if password.is_empty() {
+            return Ok(false);
+        }
+        let Some(user) = self.store().user_by_id(who.user_id).await? else { return Ok(false) };
+        Ok(verify_password(password.to_owned(), user.password_hash).await)
+    }
+}

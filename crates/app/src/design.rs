@@ -170,8 +170,80 @@ pub struct DiffView {
     /// The version compared against (`None` before the first publish).
     pub against: Option<i32>,
     pub diff: DesignDiff,
+    /// Form versions that hold data and are touched by a change.
+    pub impact: Vec<Impact>,
     /// Whether the draft may be published as it is.
     pub publishable: bool,
+}
+
+/// A form version with collected data that a change touches.
+#[derive(Debug, Clone, Serialize)]
+pub struct Impact {
+    pub form_version_oid: String,
+    /// How many forms (participant × event) hold data in this version.
+    pub forms_with_data: i64,
+    /// The changes that touch it (`changed item I_X`, `removed form version …`).
+    pub changes: Vec<String>,
+}
+
+/// The form versions with data that the changes of `d` touch.
+fn impact_of(d: &DesignDiff, published: &StudyDesign, usage: &std::collections::HashMap<String, i64>) -> Vec<Impact> {
+    use casebook_domain::design::diff::{ChangeKind, ObjectKind};
+    let mut by_version: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
+    for c in &d.changes {
+        let kind = match c.kind {
+            ChangeKind::Added => continue,
+            ChangeKind::Removed => "removed",
+            ChangeKind::Changed => "changed",
+        };
+        let versions: Vec<String> = match c.object {
+            ObjectKind::FormVersion => vec![c.oid.clone()],
+            ObjectKind::Form => published
+                .form(&c.oid)
+                .map(|f| f.versions.iter().map(|v| v.oid.to_string()).collect())
+                .unwrap_or_default(),
+            ObjectKind::Item | ObjectKind::ItemGroup => published
+                .form(&c.within)
+                .map(|f| {
+                    f.versions
+                        .iter()
+                        .filter(|v| {
+                            v.items.iter().any(|i| i.oid.as_str() == c.oid)
+                                || v.groups.iter().any(|g| g.oid.as_str() == c.oid)
+                        })
+                        .map(|v| v.oid.to_string())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            ObjectKind::Event => published
+                .event(&c.oid)
+                .map(|e| {
+                    e.forms
+                        .iter()
+                        .filter_map(|ef| published.form(ef.form_oid.as_str()))
+                        .flat_map(|f| f.versions.iter().map(|v| v.oid.to_string()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        let object = match c.object {
+            ObjectKind::Event => "event",
+            ObjectKind::Form => "form",
+            ObjectKind::FormVersion => "form version",
+            ObjectKind::ItemGroup => "item group",
+            ObjectKind::Item => "item",
+        };
+        for v in versions {
+            by_version.entry(v).or_default().push(format!("{kind} {object} {}", c.oid));
+        }
+    }
+    by_version
+        .into_iter()
+        .filter_map(|(v, changes)| {
+            let n = usage.get(&v).copied().unwrap_or(0);
+            (n > 0).then_some(Impact { form_version_oid: v, forms_with_data: n, changes })
+        })
+        .collect()
 }
 
 /// A form and its versions, without their contents.
@@ -464,6 +536,16 @@ impl App {
             }
         }
         Ok((study, design, format!("v{}", version.number)))
+    }
+
+    async fn usage(&self, study_id: i64) -> Result<std::collections::HashMap<String, i64>, AppError> {
+        Ok(self
+            .store()
+            .form_version_usage(study_id)
+            .await?
+            .into_iter()
+            .map(|u| (u.form_version_oid, u.forms))
+            .collect())
     }
 
     /// The published versions of a study, oldest first.
@@ -859,7 +941,9 @@ impl App {
         let (against, published) = self.published_design(study.id).await?;
         let d = diff(&published, &draft);
         let publishable = d.refused().next().is_none() && !d.is_empty() && check_complete(&draft).is_empty();
-        Ok(DiffView { against, diff: d, publishable })
+        let usage = self.usage(study.id).await?;
+        let impact = impact_of(&d, &published, &usage);
+        Ok(DiffView { against, diff: d, impact, publishable })
     }
 
     /// Publishes the draft as the next version, in Test.
@@ -886,10 +970,21 @@ impl App {
         let d = diff(&published, &draft);
         let refused: Vec<String> = d.refused().filter_map(|c| c.refused.clone()).collect();
         if !refused.is_empty() {
+            let usage = self.usage(study.id).await?;
+            let impact = impact_of(&d, &published, &usage);
+            let with_data: i64 = impact.iter().map(|i| i.forms_with_data).sum();
             return Err(AppError::Rejected {
                 code: "design_change_refused",
-                message: format!("the draft cannot be published: {}", refused.join("; ")),
-                details: serde_json::json!({ "diff": d }),
+                message: format!(
+                    "the draft cannot be published: {}{}",
+                    refused.join("; "),
+                    if with_data > 0 {
+                        format!(" ({with_data} form(s) with data would be affected)")
+                    } else {
+                        String::new()
+                    }
+                ),
+                details: serde_json::json!({ "diff": d, "impact": impact }),
             });
         }
         let problems = check_complete(&draft);

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod capture;
 pub mod demo;
 pub mod design;
+pub mod entry;
 mod error;
 pub mod secrets;
 pub mod studies;

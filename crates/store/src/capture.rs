@@ -179,6 +179,15 @@ impl Store {
             .bind(participant_id).fetch_all(p).await?))
     }
 
+    /// The forms of one event occurrence.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn forms_of_event_id(&self, study_event_id: i64) -> Result<Vec<FormDataRow>, StoreError> {
+        Ok(on_db!(self.db(), p => sqlx::query_as(form_select!("WHERE study_event_id = $1 ORDER BY id"))
+            .bind(study_event_id).fetch_all(p).await?))
+    }
+
     /// The values of a form.
     ///
     /// # Errors

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use casebook_app::capture::{EnrolInput, ScheduleInput};
+use casebook_app::entry::{CompleteFormInput, SaveFormInput};
 use serde::Deserialize;
 
 use crate::AppState;
@@ -18,6 +19,14 @@ pub fn routes() -> Router<AppState> {
         .route("/studies/{oid}/participants", get(list).post(enrol))
         .route("/studies/{oid}/participants/{participant}", get(casebook))
         .route("/studies/{oid}/participants/{participant}/events", post(schedule))
+        .route(
+            "/studies/{oid}/participants/{participant}/events/{event}/{repeat}/forms/{form}",
+            axum::routing::put(save_form),
+        )
+        .route(
+            "/studies/{oid}/participants/{participant}/events/{event}/{repeat}/forms/{form}/complete",
+            post(complete_form),
+        )
 }
 
 #[derive(Deserialize)]
@@ -72,4 +81,28 @@ async fn schedule(
 ) -> ApiResult<Response> {
     let out = s.app.schedule_event(&p, &oid, &participant, b).await.rid(&headers)?;
     Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+type FormPath = Path<(String, String, String, i32, String)>;
+
+async fn save_form(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path((oid, participant, event, repeat, form)): FormPath,
+    JsonBody(b): JsonBody<SaveFormInput>,
+) -> ApiResult<Response> {
+    let out = s.app.save_form(&p, &oid, &participant, &event, repeat, &form, b).await.rid(&headers)?;
+    Ok(Json(out).into_response())
+}
+
+async fn complete_form(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path((oid, participant, event, repeat, form)): FormPath,
+    JsonBody(b): JsonBody<CompleteFormInput>,
+) -> ApiResult<Response> {
+    let out = s.app.complete_form(&p, &oid, &participant, &event, repeat, &form, b).await.rid(&headers)?;
+    Ok(Json(out).into_response())
 }

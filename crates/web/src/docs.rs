@@ -325,6 +325,8 @@ fn schemas() -> Value {
         "Publish": s(&[("notes", "string")], &[]),
         "Enrol": s(&[("site", "string"), ("label", "string"), ("secondary_label", "string"), ("person_id", "string"), ("sex", "string"), ("date_of_birth", "string"), ("enrolled_on", "string"), ("group", "string")], &["site", "enrolled_on"]),
         "Schedule": s(&[("event", "string"), ("start", "string"), ("end", "string"), ("location", "string")], &["event"]),
+        "SaveForm": s(&[("expected_version", "integer"), ("form_version", "string"), ("values", "array"), ("remove_rows", "array"), ("notes", "array")], &[]),
+        "CompleteForm": s(&[("expected_version", "integer"), ("password", "string")], &["expected_version"]),
         "Error": s(&[("code", "string"), ("message", "string"), ("details", "object"), ("request_id", "string")], &["code", "message"]),
     })
 }

@@ -74,7 +74,10 @@ impl From<AppError> for ApiError {
             AppError::PasswordChangeRequired => Self::new(S::FORBIDDEN, "password_change_required", e.to_string()),
             AppError::Conflict(m) => Self::new(S::CONFLICT, "conflict", m),
             AppError::Rejected { code, message, details } => {
-                let mut err = Self::new(S::UNPROCESSABLE_ENTITY, code, message);
+                // A save based on an old version conflicts with the newer one; everything else
+                // refused is unprocessable input.
+                let status = if code == "stale_version" { S::CONFLICT } else { S::UNPROCESSABLE_ENTITY };
+                let mut err = Self::new(status, code, message);
                 err.details = details;
                 err
             }

@@ -12,6 +12,7 @@ mod audit;
 mod auth;
 mod capture;
 mod design;
+mod entry;
 mod oc_metadata;
 mod sites;
 mod studies;

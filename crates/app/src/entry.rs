@@ -1,0 +1,778 @@
+//! Form data entry: save values (item by item or in a batch), remove repeating rows, complete a
+//! form — with types, edit checks, skip logic and calculations from the design evaluated on the
+//! server, and every change audited in the same transaction.
+//!
+//! No lost update: a form carries a version number; a save or completion based on an older
+//! number is refused with 409 and the form as it is now, so the user can compare.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use casebook_domain::audit::AuditEntry;
+use casebook_domain::capture::evaluate::{EvalContext, FormValues, Slot, evaluate};
+use casebook_domain::capture::status::{EventStatus, FormStatus};
+use casebook_domain::capture::values;
+use casebook_domain::design::{EventForm, FormVersion, StudyDesign};
+use casebook_domain::study::StudyParameters;
+use casebook_store::capture::{FormDataRow, ItemDataRow, ParticipantRow, StudyEventRow};
+use serde::{Deserialize, Serialize};
+
+use crate::App;
+use crate::auth::Principal;
+use crate::capture::{FormView, ValueView};
+use crate::error::{AppError, anyhow_like};
+
+fn internal(e: impl std::error::Error + Send + Sync + 'static) -> AppError {
+    AppError::Internal(anyhow_like::Internal(Box::new(e)))
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// One value to save.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValueInput {
+    /// The item's OID or name.
+    pub item: String,
+    /// The row of a repeating group (1 for other items).
+    #[serde(default = "one")]
+    pub row: u32,
+    /// The value as typed; `null` or `""` clears it.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// A null flavour code allowed for the form in this event (instead of a value).
+    #[serde(default)]
+    pub null_flavour: Option<String>,
+}
+
+/// A repeating-group row to remove (its values are kept, marked deleted, for the audit).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RowInput {
+    /// The group's OID or name.
+    pub group: String,
+    pub row: u32,
+}
+
+/// A discrepancy note on a value: needed to save a value that fails a soft check, and (as a
+/// reason for change) for every change to a completed form when the study asks for it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoteInput {
+    pub item: String,
+    #[serde(default = "one")]
+    pub row: u32,
+    pub text: String,
+}
+
+/// A save of a form.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaveFormInput {
+    /// The form's version as last read; required once the form has been started.
+    #[serde(default)]
+    pub expected_version: Option<i64>,
+    /// The form version to start in (default: the event's default version, else the newest allowed).
+    #[serde(default)]
+    pub form_version: Option<String>,
+    #[serde(default)]
+    pub values: Vec<ValueInput>,
+    #[serde(default)]
+    pub remove_rows: Vec<RowInput>,
+    #[serde(default)]
+    pub notes: Vec<NoteInput>,
+}
+
+/// Marking a form complete.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteFormInput {
+    pub expected_version: i64,
+    /// The user's password, when the event asks for an electronic signature on completion.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// Something about one value, as the API reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ValueProblem {
+    pub item_oid: String,
+    pub group_oid: String,
+    pub row: u32,
+    pub code: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// The form after a save, with what is still missing or questionable.
+#[derive(Debug, Clone, Serialize)]
+pub struct SavedForm {
+    pub form: FormView,
+    pub event_status: String,
+    /// Required items still empty, soft-check failures kept with a note (not errors).
+    pub open_issues: Vec<ValueProblem>,
+}
+
+/// A value held in the form: canonical text or a null flavour.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Held {
+    value: Option<String>,
+    null_flavour: Option<String>,
+}
+
+struct Located {
+    participant: ParticipantRow,
+    study: casebook_store::studies::StudyRow,
+    site_id: Option<i64>,
+    params: StudyParameters,
+    design_number: i32,
+    design: StudyDesign,
+    event: StudyEventRow,
+    event_form: EventForm,
+}
+
+impl App {
+    #[allow(clippy::too_many_arguments)]
+    async fn locate_form(
+        &self,
+        who: &Principal,
+        study_oid: &str,
+        participant: &str,
+        event_oid: &str,
+        repeat_key: i32,
+        form_oid: &str,
+    ) -> Result<Located, AppError> {
+        let (study, access, p, site) = self.visible_participant(who, study_oid, participant).await?;
+        if !Self::may_enter(&access, &study, &site) {
+            return Err(AppError::Forbidden("enter data at this site (or the study's status does not allow it)"));
+        }
+        if p.status == "removed" || p.status == "auto_removed" {
+            return Err(AppError::InvalidTransition(format!("participant {} is removed; restore it first", p.label)));
+        }
+        let (design_number, design) = self.production_design(study.id).await?;
+        let def = design.event(event_oid).ok_or(AppError::NotFound("event definition"))?;
+        let event_form = def
+            .forms
+            .iter()
+            .find(|f| f.form_oid.as_str() == form_oid)
+            .cloned()
+            .ok_or(AppError::NotFound("form in this event"))?;
+        if event_form.hidden_from_sites && site.id != study.id && !access.study_wide() {
+            return Err(AppError::NotFound("form in this event"));
+        }
+        let event = self
+            .store()
+            .study_events(p.id)
+            .await?
+            .into_iter()
+            .find(|e| e.event_oid == event_oid && e.repeat_key == repeat_key)
+            .ok_or(AppError::NotFound("event occurrence (schedule it first)"))?;
+        if event.removal != "available" {
+            return Err(AppError::InvalidTransition("the event is removed".into()));
+        }
+        if let Some(why) = EventStatus::parse(&event.status).and_then(EventStatus::refuses_data) {
+            return Err(AppError::InvalidTransition(format!("{why}; its data cannot change")));
+        }
+        let params: StudyParameters = serde_json::from_str(&study.parameters).map_err(internal)?;
+        let site_id = (site.id != study.id).then_some(site.id);
+        Ok(Located { participant: p, study, site_id, params, design_number, design, event, event_form })
+    }
+
+    /// Saves values of a form (starting it if needed). Partial saves are allowed; every value is
+    /// checked against its item's type, hard checks refuse, soft checks need a note, hidden items
+    /// lose their values, calculations are recomputed; all in one audited transaction.
+    ///
+    /// # Errors
+    /// [`AppError::Rejected`] listing every refused value (nothing is saved);
+    /// [`AppError::Conflict`] for a stale `expected_version`.
+    #[allow(clippy::too_many_lines, clippy::too_many_arguments)]
+    pub async fn save_form(
+        &self,
+        who: &Principal,
+        study_oid: &str,
+        participant: &str,
+        event_oid: &str,
+        repeat_key: i32,
+        form_oid: &str,
+        input: SaveFormInput,
+    ) -> Result<SavedForm, AppError> {
+        let loc = self.locate_form(who, study_oid, participant, event_oid, repeat_key, form_oid).await?;
+        let form_def = loc.design.form(form_oid).ok_or(AppError::NotFound("form"))?;
+        let mut tx = self.store().write(who.actor()).await?;
+        let existing = tx.forms_of_event(loc.event.id).await?.into_iter().find(|f| f.form_oid == form_oid);
+        let (form_row_id, version_oid, was_complete, old_rows): (i64, String, bool, Vec<ItemDataRow>) = match &existing
+        {
+            Some(f) => {
+                let expected = input.expected_version.ok_or_else(|| {
+                    AppError::invalid("expected_version", "the form exists: send the version you read")
+                })?;
+                if !tx.bump_form_version(f.id, expected).await? {
+                    drop(tx);
+                    return Err(self.stale(f, expected).await);
+                }
+                if f.removal != "available" {
+                    return Err(AppError::InvalidTransition("the form is removed".into()));
+                }
+                let rows = tx.item_data_of(f.id).await?;
+                (f.id, f.form_version_oid.clone(), f.status == FormStatus::Complete.as_str(), rows)
+            }
+            None => {
+                let allowed: Vec<&str> = if loc.event_form.allowed_versions.is_empty() {
+                    form_def.versions.iter().map(|v| v.oid.as_str()).collect()
+                } else {
+                    loc.event_form.allowed_versions.iter().map(|v| v.as_str()).collect()
+                };
+                let chosen = match input.form_version.as_deref() {
+                    Some(v) if allowed.contains(&v) => v.to_owned(),
+                    Some(v) => {
+                        return Err(AppError::invalid(
+                            "form_version",
+                            format!("{v} is not a version allowed here (allowed: {})", allowed.join(", ")),
+                        ));
+                    }
+                    None => loc
+                        .event_form
+                        .default_version
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .or_else(|| allowed.last().map(|s| (*s).to_owned()))
+                        .ok_or(AppError::NotFound("form version"))?,
+                };
+                let id = tx.insert_form_data(loc.event.id, form_oid, &chosen, loc.design_number).await?;
+                tx.audit(
+                    AuditEntry::new("form.started", "form_data", self.form_key(&loc, form_oid))
+                        .study(Some(loc.study.id), loc.site_id)
+                        .new_value(serde_json::json!({ "form_version": chosen, "status": "initial_data_entry" })),
+                )
+                .await?;
+                (id, chosen, false, Vec::new())
+            }
+        };
+        let (_, version) = loc.design.form_version(&version_oid).ok_or(AppError::NotFound("form version"))?;
+
+        // The form as stored, then as this save wants it.
+        let mut held: BTreeMap<Slot, Held> = BTreeMap::new();
+        let mut deleted_rows: BTreeSet<(String, u32)> = BTreeSet::new();
+        for r in old_rows.iter().filter(|r| !r.deleted) {
+            held.insert(
+                slot(&r.group_oid, r.row_number, &r.item_oid),
+                Held { value: r.value.clone(), null_flavour: r.null_flavour.clone() },
+            );
+        }
+        let before = held.clone();
+        let mut problems = Vec::new();
+        for r in &input.remove_rows {
+            let Some(g) = version.groups.iter().find(|g| g.oid.as_str() == r.group || g.name == r.group) else {
+                problems.push(problem_of(
+                    &r.group,
+                    "",
+                    r.row,
+                    "unknown_group",
+                    format!("the form has no group {}", r.group),
+                    None,
+                ));
+                continue;
+            };
+            if !g.is_repeating() {
+                problems.push(problem_of(
+                    "",
+                    g.oid.as_str(),
+                    r.row,
+                    "not_repeating",
+                    format!("group {} does not repeat", g.oid),
+                    None,
+                ));
+                continue;
+            }
+            deleted_rows.insert((g.oid.to_string(), r.row));
+            held.retain(|s, _| !(s.group_oid == g.oid.as_str() && s.row == r.row));
+        }
+        let mut touched: BTreeSet<Slot> = BTreeSet::new();
+        for v in &input.values {
+            let Some(item) = version.items.iter().find(|i| i.oid.as_str() == v.item || i.name == v.item) else {
+                problems.push(problem_of(
+                    &v.item,
+                    "",
+                    v.row,
+                    "unknown_item",
+                    format!("form version {version_oid} has no item {}", v.item),
+                    v.value.clone(),
+                ));
+                continue;
+            };
+            let repeating =
+                version.group(item.group_oid.as_str()).is_some_and(casebook_domain::design::ItemGroup::is_repeating);
+            if v.row == 0 || (!repeating && v.row != 1) {
+                problems.push(problem_of(
+                    item.oid.as_str(),
+                    item.group_oid.as_str(),
+                    v.row,
+                    "bad_row",
+                    format!(
+                        "row {} does not exist for {} (use 1{})",
+                        v.row,
+                        item.oid,
+                        if repeating { " or more" } else { "" }
+                    ),
+                    v.value.clone(),
+                ));
+                continue;
+            }
+            if item.widget.is_calculated() {
+                problems.push(problem_of(
+                    item.oid.as_str(),
+                    item.group_oid.as_str(),
+                    v.row,
+                    "calculated",
+                    format!("{} is calculated by the server", item.oid),
+                    v.value.clone(),
+                ));
+                continue;
+            }
+            if !item.widget.holds_value() {
+                problems.push(problem_of(
+                    item.oid.as_str(),
+                    item.group_oid.as_str(),
+                    v.row,
+                    "no_value",
+                    format!("{} is a note and holds no value", item.oid),
+                    v.value.clone(),
+                ));
+                continue;
+            }
+            let s = slot(item.group_oid.as_str(), i32::try_from(v.row).unwrap_or(i32::MAX), item.oid.as_str());
+            let raw = v.value.as_deref().map(str::trim).unwrap_or("");
+            let new = match (&v.null_flavour, raw.is_empty()) {
+                (Some(code), true) => match values::null_flavour(code, &loc.event_form.null_flavours) {
+                    Ok(c) => Held { value: None, null_flavour: Some(c) },
+                    Err(e) => {
+                        problems.push(problem_of(
+                            item.oid.as_str(),
+                            item.group_oid.as_str(),
+                            v.row,
+                            e.code,
+                            e.message,
+                            None,
+                        ));
+                        continue;
+                    }
+                },
+                (Some(_), false) => {
+                    problems.push(problem_of(
+                        item.oid.as_str(),
+                        item.group_oid.as_str(),
+                        v.row,
+                        "value_and_null_flavour",
+                        "give a value or a null flavour, not both".into(),
+                        v.value.clone(),
+                    ));
+                    continue;
+                }
+                (None, true) => Held::default(),
+                (None, false) => {
+                    let cl = item.code_list.as_ref().and_then(|c| version.code_list(c.as_str()));
+                    match values::canonical_value(item, cl, raw) {
+                        Ok(c) => Held { value: Some(c), null_flavour: None },
+                        Err(e) => {
+                            problems.push(problem_of(
+                                item.oid.as_str(),
+                                item.group_oid.as_str(),
+                                v.row,
+                                e.code,
+                                e.message,
+                                v.value.clone(),
+                            ));
+                            continue;
+                        }
+                    }
+                }
+            };
+            touched.insert(s.clone());
+            if new == Held::default() {
+                held.remove(&s);
+            } else {
+                held.insert(s, new);
+            }
+        }
+        if !problems.is_empty() {
+            return Err(rejected(
+                "invalid_values",
+                format!("{} value(s) refused; nothing was saved", problems.len()),
+                &problems,
+            ));
+        }
+
+        // Evaluate: calculations, skip logic, checks.
+        let now = self.store().clock().now();
+        let ctx = EvalContext { today: now.date(), now };
+        let mut fv = values_of(version, &held, &old_rows, &deleted_rows);
+        let mut evaluation = evaluate(version, &fv, &ctx);
+        let mut cleared_by_logic = Vec::new();
+        for s in &evaluation.hidden_with_values {
+            if held.remove(s).is_some() {
+                cleared_by_logic.push(s.clone());
+            }
+        }
+        let mut calculated = Vec::new();
+        for (s, v) in &evaluation.calculated {
+            let new = Held { value: v.clone(), null_flavour: None };
+            if held.get(s).cloned().unwrap_or_default() != new {
+                calculated.push(s.clone());
+                if new == Held::default() {
+                    held.remove(s);
+                } else {
+                    held.insert(s.clone(), new);
+                }
+            }
+        }
+        if !cleared_by_logic.is_empty() || !calculated.is_empty() {
+            fv = values_of(version, &held, &old_rows, &deleted_rows);
+            evaluation = evaluate(version, &fv, &ctx);
+        }
+        let noted: BTreeSet<Slot> = input
+            .notes
+            .iter()
+            .filter_map(|n| {
+                version
+                    .items
+                    .iter()
+                    .find(|i| i.oid.as_str() == n.item || i.name == n.item)
+                    .map(|i| slot(i.group_oid.as_str(), i32::try_from(n.row).unwrap_or(i32::MAX), i.oid.as_str()))
+            })
+            .collect();
+        let mut refused = Vec::new();
+        let mut open = Vec::new();
+        for issue in &evaluation.issues {
+            let p = problem_of(
+                &issue.slot.item_oid,
+                &issue.slot.group_oid,
+                issue.slot.row,
+                issue.code,
+                issue.message.clone(),
+                held.get(&issue.slot).and_then(|h| h.value.clone()),
+            );
+            if issue.hard && issue.code != "required" {
+                refused.push(p);
+            } else if issue.code != "required" && touched.contains(&issue.slot) && !noted.contains(&issue.slot) {
+                let mut p = p;
+                p.code = "soft_check_needs_note".into();
+                p.message = format!("{} — to keep this value, add a note explaining it", issue.message);
+                refused.push(p);
+            } else {
+                open.push(p);
+            }
+        }
+        if !refused.is_empty() {
+            return Err(rejected(
+                "check_failed",
+                format!("{} value(s) fail the form's checks; nothing was saved", refused.len()),
+                &refused,
+            ));
+        }
+        let changed: Vec<Slot> = before
+            .keys()
+            .chain(held.keys())
+            .filter(|s| before.get(*s) != held.get(*s))
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if was_complete && loc.params.admin_forced_reason_for_change {
+            let missing: Vec<ValueProblem> = changed
+                .iter()
+                .filter(|s| touched.contains(*s) && !noted.contains(*s))
+                .map(|s| {
+                    problem_of(
+                        &s.item_oid,
+                        &s.group_oid,
+                        s.row,
+                        "reason_for_change_required",
+                        "the form is complete: give a reason for this change (a note)".into(),
+                        held.get(s).and_then(|h| h.value.clone()),
+                    )
+                })
+                .collect();
+            if !missing.is_empty() {
+                return Err(rejected(
+                    "reason_for_change_required",
+                    format!("{} change(s) to a completed form need a reason", missing.len()),
+                    &missing,
+                ));
+            }
+        }
+
+        // Write every change with its audit row.
+        let form_key = self.form_key(&loc, form_oid);
+        for (group, row) in &deleted_rows {
+            let n = tx.delete_row(form_row_id, group, i32::try_from(*row).unwrap_or(i32::MAX)).await?;
+            if n > 0 {
+                tx.audit(
+                    AuditEntry::new("item_data.row_removed", "item_group_row", format!("{form_key}/{group}[{row}]"))
+                        .study(Some(loc.study.id), loc.site_id)
+                        .old(serde_json::json!({ "values": n })),
+                )
+                .await?;
+            }
+        }
+        for s in &changed {
+            if deleted_rows.contains(&(s.group_oid.clone(), s.row)) && !held.contains_key(s) {
+                continue;
+            }
+            let old = before.get(s).cloned().unwrap_or_default();
+            let new = held.get(s).cloned().unwrap_or_default();
+            tx.upsert_item_data(
+                form_row_id,
+                &s.group_oid,
+                i32::try_from(s.row).unwrap_or(i32::MAX),
+                &s.item_oid,
+                new.value.as_deref(),
+                new.null_flavour.as_deref(),
+            )
+            .await?;
+            let action = if cleared_by_logic.contains(s) {
+                "item_data.cleared_by_skip_logic"
+            } else if calculated.contains(s) {
+                "item_data.calculated"
+            } else if was_complete {
+                "item_data.updated_after_complete"
+            } else {
+                "item_data.value_saved"
+            };
+            tx.audit(
+                AuditEntry::new(action, "item_data", format!("{form_key}/{}[{}]/{}", s.group_oid, s.row, s.item_oid))
+                    .study(Some(loc.study.id), loc.site_id)
+                    .old(serde_json::json!({ "value": old.value, "null_flavour": old.null_flavour }))
+                    .new_value(serde_json::json!({ "value": new.value, "null_flavour": new.null_flavour })),
+            )
+            .await?;
+        }
+        for n in &input.notes {
+            let Some(item) = version.items.iter().find(|i| i.oid.as_str() == n.item || i.name == n.item) else {
+                continue;
+            };
+            let kind = if was_complete { "reason_for_change" } else { "failed_validation_check" };
+            let text = n.text.trim();
+            if text.is_empty() {
+                return Err(AppError::invalid("notes", "a note needs text"));
+            }
+            let id = tx
+                .insert_note(
+                    form_row_id,
+                    item.group_oid.as_str(),
+                    i32::try_from(n.row).unwrap_or(i32::MAX),
+                    item.oid.as_str(),
+                    kind,
+                    text,
+                )
+                .await?;
+            tx.audit(
+                AuditEntry::new("note.created", "note", format!("DN_{id}"))
+                    .study(Some(loc.study.id), loc.site_id)
+                    .new_value(serde_json::json!({ "type": kind, "item": item.oid.as_str(), "row": n.row, "text": text, "form": form_key })),
+            )
+            .await?;
+        }
+        let status = EventStatus::parse(&loc.event.status).unwrap_or(EventStatus::Scheduled);
+        let next = status.after_save();
+        if next != status {
+            tx.set_event_status(loc.event.id, next.as_str()).await?;
+            tx.audit(
+                AuditEntry::new("event.status_changed", "study_event", self.event_key(&loc))
+                    .study(Some(loc.study.id), loc.site_id)
+                    .old(serde_json::json!({ "status": status.as_str() }))
+                    .new_value(serde_json::json!({ "status": next.as_str() })),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        let form = self.form_view(loc.event.id, form_oid).await?;
+        Ok(SavedForm { form, event_status: next.as_str().to_owned(), open_issues: open })
+    }
+
+    /// Marks a form complete: no required item may be empty and no check may fail; with an
+    /// electronic signature the user's password is checked. The event completes by itself when
+    /// all its required forms are complete.
+    ///
+    /// # Errors
+    /// [`AppError::Rejected`] listing what is missing; [`AppError::Conflict`] for a stale version.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn complete_form(
+        &self,
+        who: &Principal,
+        study_oid: &str,
+        participant: &str,
+        event_oid: &str,
+        repeat_key: i32,
+        form_oid: &str,
+        input: CompleteFormInput,
+    ) -> Result<SavedForm, AppError> {
+        let loc = self.locate_form(who, study_oid, participant, event_oid, repeat_key, form_oid).await?;
+        if loc.event_form.electronic_signature {
+            let password = input.password.as_deref().unwrap_or("");
+            if !self.password_matches(who, password).await? {
+                return Err(AppError::invalid("password", "this form is signed on completion: enter your password"));
+            }
+        }
+        let mut tx = self.store().write(who.actor()).await?;
+        let forms = tx.forms_of_event(loc.event.id).await?;
+        let f =
+            forms.iter().find(|f| f.form_oid == form_oid).ok_or(AppError::NotFound("started form (save it first)"))?;
+        if f.status == FormStatus::Complete.as_str() {
+            return Err(AppError::InvalidTransition("the form is already complete".into()));
+        }
+        if !tx.bump_form_version(f.id, input.expected_version).await? {
+            drop(tx);
+            return Err(self.stale(f, input.expected_version).await);
+        }
+        let (_, version) = loc.design.form_version(&f.form_version_oid).ok_or(AppError::NotFound("form version"))?;
+        let rows = tx.item_data_of(f.id).await?;
+        let mut held = BTreeMap::new();
+        for r in rows.iter().filter(|r| !r.deleted) {
+            held.insert(
+                slot(&r.group_oid, r.row_number, &r.item_oid),
+                Held { value: r.value.clone(), null_flavour: r.null_flavour.clone() },
+            );
+        }
+        let now = self.store().clock().now();
+        let fv = values_of(version, &held, &rows, &BTreeSet::new());
+        let evaluation = evaluate(version, &fv, &EvalContext { today: now.date(), now });
+        let missing: Vec<ValueProblem> = evaluation
+            .issues
+            .iter()
+            // A required item answered with a null flavour counts as answered.
+            .filter(|i| {
+                (i.code == "required" && held.get(&i.slot).is_none_or(|h| h.null_flavour.is_none()))
+                    || (i.hard && i.code != "required")
+            })
+            .map(|i| problem_of(&i.slot.item_oid, &i.slot.group_oid, i.slot.row, i.code, i.message.clone(), None))
+            .collect();
+        if !missing.is_empty() {
+            return Err(rejected(
+                "form_incomplete",
+                format!("the form cannot be completed: {} problem(s)", missing.len()),
+                &missing,
+            ));
+        }
+        tx.complete_form(f.id).await?;
+        let form_key = self.form_key(&loc, form_oid);
+        let action = if loc.event_form.electronic_signature { "form.completed_signed" } else { "form.completed" };
+        tx.audit(
+            AuditEntry::new(action, "form_data", form_key)
+                .study(Some(loc.study.id), loc.site_id)
+                .old(serde_json::json!({ "status": "initial_data_entry" }))
+                .new_value(serde_json::json!({ "status": "complete", "electronic_signature": loc.event_form.electronic_signature })),
+        )
+        .await?;
+        let def = loc.design.event(event_oid).ok_or(AppError::NotFound("event definition"))?;
+        let all_required = def.forms.iter().filter(|x| x.required).all(|x| {
+            x.form_oid.as_str() == form_oid
+                || forms.iter().any(|g| g.form_oid == x.form_oid.as_str() && g.status == FormStatus::Complete.as_str())
+        });
+        let status = EventStatus::parse(&loc.event.status).unwrap_or(EventStatus::Scheduled);
+        let next = status.after_form_completed(all_required);
+        if next != status {
+            tx.set_event_status(loc.event.id, next.as_str()).await?;
+            tx.audit(
+                AuditEntry::new("event.status_changed", "study_event", self.event_key(&loc))
+                    .study(Some(loc.study.id), loc.site_id)
+                    .old(serde_json::json!({ "status": status.as_str() }))
+                    .new_value(serde_json::json!({ "status": next.as_str() })),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        let form = self.form_view(loc.event.id, form_oid).await?;
+        Ok(SavedForm { form, event_status: next.as_str().to_owned(), open_issues: Vec::new() })
+    }
+
+    async fn stale(&self, f: &FormDataRow, expected: i64) -> AppError {
+        let current = self.form_view(f.study_event_id, &f.form_oid).await.ok();
+        AppError::Rejected {
+            code: "stale_version",
+            message: format!(
+                "the form changed since you read it (you have version {expected}, it is now at version {}); reload and compare before saving",
+                current.as_ref().map_or(f.version + 1, |c| c.version)
+            ),
+            details: serde_json::json!({ "current": current }),
+        }
+    }
+
+    async fn form_view(&self, study_event_id: i64, form_oid: &str) -> Result<FormView, AppError> {
+        let forms = self.store().forms_of_event_id(study_event_id).await?;
+        let f = forms.into_iter().find(|f| f.form_oid == form_oid).ok_or(AppError::NotFound("form"))?;
+        let values = self
+            .store()
+            .item_data(f.id)
+            .await?
+            .into_iter()
+            .filter(|v| !v.deleted)
+            .map(|v| ValueView {
+                item_oid: v.item_oid,
+                group_oid: v.group_oid,
+                row: v.row_number,
+                value: v.value,
+                null_flavour: v.null_flavour,
+            })
+            .collect();
+        Ok(FormView {
+            form_oid: f.form_oid,
+            form_version_oid: f.form_version_oid,
+            status: f.status,
+            version: f.version,
+            values,
+        })
+    }
+
+    fn event_key(&self, loc: &Located) -> String {
+        format!("{}/{}[{}]", loc.participant.oid, loc.event.event_oid, loc.event.repeat_key)
+    }
+
+    fn form_key(&self, loc: &Located, form_oid: &str) -> String {
+        format!("{}/{form_oid}", self.event_key(loc))
+    }
+}
+
+fn slot(group: &str, row: i32, item: &str) -> Slot {
+    Slot { group_oid: group.to_owned(), row: u32::try_from(row).unwrap_or(1), item_oid: item.to_owned() }
+}
+
+fn problem_of(item: &str, group: &str, row: u32, code: &str, message: String, value: Option<String>) -> ValueProblem {
+    ValueProblem { item_oid: item.to_owned(), group_oid: group.to_owned(), row, code: code.to_owned(), message, value }
+}
+
+fn rejected(code: &'static str, message: String, problems: &[ValueProblem]) -> AppError {
+    AppError::Rejected { code, message, details: serde_json::json!({ "problems": problems }) }
+}
+
+/// The values the evaluator sees: canonical values (null flavours are not values), and the rows
+/// of every repeating group that exist (stored or being saved), without removed rows.
+fn values_of(
+    version: &FormVersion,
+    held: &BTreeMap<Slot, Held>,
+    stored: &[ItemDataRow],
+    deleted: &BTreeSet<(String, u32)>,
+) -> FormValues {
+    let mut fv = FormValues::new();
+    for g in version.groups.iter().filter(|g| g.is_repeating()) {
+        let mut rows: BTreeSet<u32> = held.keys().filter(|s| s.group_oid == g.oid.as_str()).map(|s| s.row).collect();
+        rows.extend(
+            stored
+                .iter()
+                .filter(|r| r.group_oid == g.oid.as_str() && !r.deleted)
+                .filter_map(|r| u32::try_from(r.row_number).ok()),
+        );
+        for r in rows {
+            if !deleted.contains(&(g.oid.to_string(), r)) {
+                fv.add_row(g.oid.as_str(), r);
+            }
+        }
+    }
+    for (s, h) in held {
+        if let Some(v) = &h.value {
+            fv.set(s.clone(), v.clone());
+        }
+    }
+    fv
+}

@@ -1,0 +1,232 @@
+//! Form data entry over the API: types, hard and soft checks, skip logic, calculations, repeating
+//! rows, null flavours, stale saves, completion and the event's own status; on both databases.
+
+use crate::{TestApp, both};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+struct Form<'a> {
+    t: &'a TestApp,
+    key: String,
+    path: String,
+}
+
+impl Form<'_> {
+    async fn save(&self, body: Value) -> (StatusCode, Value) {
+        self.t.send(&self.key, Method::PUT, &self.path, body).await
+    }
+    async fn complete(&self, body: Value) -> (StatusCode, Value) {
+        self.t.post(&self.key, &format!("{}/complete", self.path), body).await
+    }
+}
+
+fn value<'v>(form: &'v Value, item: &str, row: i64) -> Option<&'v str> {
+    form["values"].as_array()?.iter().find(|v| v["item_oid"] == item && v["row"] == row)?["value"].as_str()
+}
+
+async fn participant_with(t: &TestApp, key: &str, event: &str) -> String {
+    let (s, p) = t
+        .post(
+            key,
+            "/api/v1/studies/S_DEMO/participants",
+            json!({"site": "S_DEMOA", "sex": "m", "date_of_birth": "1970-01-01", "enrolled_on": "2026-01-10"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    let label = p["label"].as_str().unwrap().to_owned();
+    let (s, e) =
+        t.post(key, &format!("/api/v1/studies/S_DEMO/participants/{label}/events"), json!({"event": event})).await;
+    assert_eq!(s, StatusCode::CREATED, "{e}");
+    label
+}
+
+both!(vital_signs_are_checked_calculated_and_completed, vitals_t);
+async fn vitals_t(t: TestApp) {
+    let crc = t.key("demo_crc").await;
+    let label = participant_with(&t, &crc, "SE_BASELINE").await;
+    let f = Form {
+        t: &t,
+        key: crc.clone(),
+        path: format!("/api/v1/studies/S_DEMO/participants/{label}/events/SE_BASELINE/1/forms/F_VITAL_SIGNS"),
+    };
+
+    // Wrong types are refused, each named, and nothing is saved.
+    let (s, e) = f.save(json!({"values": [{"item": "weight", "value": "heavy"}, {"item": "vs_date", "value": "2026-02-30"}, {"item": "nope", "value": "1"}]})).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_values")), "{e}");
+    let problems: Vec<&str> =
+        e["details"]["problems"].as_array().unwrap().iter().map(|p| p["item_oid"].as_str().unwrap()).collect();
+    assert_eq!(problems, vec!["I_VITAL_WEIGHT", "I_VITAL_VS_DATE", "nope"], "{e}");
+    let (_, book) = t.get(&crc, &format!("/api/v1/studies/S_DEMO/participants/{label}")).await;
+    assert_eq!(book["events"][0]["forms"], json!([]), "a refused first save starts nothing");
+
+    // A partial save starts the form, computes the BMI and starts the event.
+    let (s, saved) = f
+        .save(json!({"values": [
+            {"item": "vs_date", "value": "2026-01-10"}, {"item": "weight", "value": "72.5"}, {"item": "height", "value": "180"},
+            {"item": "sys", "value": "120"}, {"item": "dia", "value": "80"}, {"item": "abnormal", "value": "yes"},
+            {"item": "abnormal_desc", "value": "Mild pallor"}
+        ]}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{saved}");
+    assert_eq!(saved["event_status"], "data_entry_started");
+    assert_eq!(value(&saved["form"], "I_VITAL_BMI", 1), Some("22.4"), "{saved}");
+    assert_eq!(saved["form"]["status"], "initial_data_entry");
+    let version = saved["form"]["version"].as_i64().unwrap();
+
+    // A save without the version, or with an old one, is refused: no lost update.
+    let (s, e) = f.save(json!({"values": [{"item": "sys", "value": "121"}]})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    let (s, e) = f.save(json!({"expected_version": version - 1, "values": [{"item": "sys", "value": "121"}]})).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::CONFLICT, Some("stale_version")), "{e}");
+    assert_eq!(value(&e["details"]["current"], "I_VITAL_SYS", 1), Some("120"), "the current form comes back: {e}");
+
+    // A hard check (diastolic must be below systolic) refuses the value.
+    let (s, e) = f.save(json!({"expected_version": version, "values": [{"item": "dia", "value": "130"}]})).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("check_failed")), "{e}");
+    assert!(e["details"]["problems"][0]["message"].as_str().unwrap().contains("lower than systolic"), "{e}");
+
+    // Skip logic: answering "no" hides the description, whose value is cleared (and audited).
+    let (s, saved) =
+        f.save(json!({"expected_version": version, "values": [{"item": "abnormal", "value": "no"}]})).await;
+    assert_eq!(s, StatusCode::OK, "{saved}");
+    assert_eq!(value(&saved["form"], "I_VITAL_ABNORMAL_DESC", 1), None, "{saved}");
+    let version = saved["form"]["version"].as_i64().unwrap();
+
+    // Null flavours: allowed codes only.
+    let (s, e) =
+        f.save(json!({"expected_version": version, "values": [{"item": "height", "null_flavour": "NI"}]})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+
+    // Repeating rows: add two ECG readings, remove the second.
+    let (s, saved) = f
+        .save(json!({"expected_version": version, "values": [
+            {"item": "ecg_time", "row": 1, "value": "09:30"}, {"item": "hr", "row": 1, "value": "70"},
+            {"item": "ecg_time", "row": 2, "value": "10:30"}, {"item": "hr", "row": 2, "value": "300"}
+        ]}))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "heart rate 300 fails its check: {saved}");
+    let (s, saved) = f
+        .save(json!({"expected_version": version, "values": [
+            {"item": "ecg_time", "row": 1, "value": "09:30"}, {"item": "hr", "row": 1, "value": "70"},
+            {"item": "ecg_time", "row": 2, "value": "10:30"}, {"item": "hr", "row": 2, "value": "80"}
+        ]}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{saved}");
+    assert_eq!(value(&saved["form"], "I_VITAL_HR", 2), Some("80"));
+    let version = saved["form"]["version"].as_i64().unwrap();
+    let (s, saved) = f.save(json!({"expected_version": version, "remove_rows": [{"group": "ecg", "row": 2}]})).await;
+    assert_eq!(s, StatusCode::OK, "{saved}");
+    assert_eq!(value(&saved["form"], "I_VITAL_HR", 2), None);
+    let version = saved["form"]["version"].as_i64().unwrap();
+
+    // Completion needs every required item; then the event (whose only required form this is)
+    // completes by itself.
+    let (s, e) = f.save(json!({"expected_version": version, "values": [{"item": "weight", "value": ""}]})).await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let version = e["form"]["version"].as_i64().unwrap();
+    let (s, e) = f.complete(json!({"expected_version": version})).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("form_incomplete")), "{e}");
+    assert!(e.to_string().contains("I_VITAL_WEIGHT"), "{e}");
+    let (s, saved) =
+        f.save(json!({"expected_version": version, "values": [{"item": "weight", "value": "72.5"}]})).await;
+    assert_eq!(s, StatusCode::OK, "{saved}");
+    let version = saved["form"]["version"].as_i64().unwrap();
+    let (s, done) = f.complete(json!({"expected_version": version})).await;
+    assert_eq!(s, StatusCode::OK, "{done}");
+    assert_eq!(done["form"]["status"], "complete");
+    assert_eq!(done["event_status"], "completed");
+
+    // Every change is in the audit trail, with the skip-logic clearing and the calculation.
+    let dm = t.key("demo_dm").await;
+    let (_, audit) = t.get(&dm, "/api/v1/studies/S_DEMO/audit?limit=500").await;
+    let actions: Vec<&str> = audit["records"].as_array().unwrap().iter().filter_map(|r| r["action"].as_str()).collect();
+    for a in [
+        "form.started",
+        "item_data.value_saved",
+        "item_data.calculated",
+        "item_data.cleared_by_skip_logic",
+        "item_data.row_removed",
+        "form.completed",
+        "event.status_changed",
+    ] {
+        assert!(actions.contains(&a), "{a} missing");
+    }
+
+    // Other sites and read-only roles cannot write.
+    let crc_b = t.key("demo_crc_b").await;
+    let other = Form { t: &t, key: crc_b, path: f.path.clone() };
+    let (s, _) = other.save(json!({"values": []})).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let monitor = t.key("demo_monitor").await;
+    let ro = Form { t: &t, key: monitor, path: f.path.clone() };
+    let (s, _) = ro.save(json!({"values": []})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
+both!(soft_checks_need_a_note, soft_t);
+async fn soft_t(t: TestApp) {
+    let crc = t.key("demo_crc").await;
+    let label = participant_with(&t, &crc, "SE_ADVERSEEVENTS").await;
+    let f = Form {
+        t: &t,
+        key: crc.clone(),
+        path: format!("/api/v1/studies/S_DEMO/participants/{label}/events/SE_ADVERSEEVENTS/1/forms/F_ADVERSEEVENT"),
+    };
+    // OpenClinica validations are soft: outside the range the value needs a note.
+    let (s, e) =
+        f.save(json!({"values": [{"item": "WEIGHT", "value": "12"}, {"item": "HEIGHT", "value": "170"}]})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert_eq!(e["details"]["problems"][0]["code"], "soft_check_needs_note", "{e}");
+    let (s, saved) = f
+        .save(json!({"values": [{"item": "WEIGHT", "value": "12"}, {"item": "HEIGHT", "value": "170"}],
+                     "notes": [{"item": "WEIGHT", "text": "Paediatric participant, weight confirmed"}]}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{saved}");
+    assert!(saved["open_issues"].as_array().unwrap().iter().any(|i| i["item_oid"] == "I_ADVER_WEIGHT"), "{saved}");
+    // OpenClinica's func: calculation runs on the server.
+    let bmi = value(&saved["form"], "I_ADVER_BMI", 1).unwrap();
+    assert!(bmi.starts_with("4.1"), "{bmi}");
+}
+
+both!(design_changes_show_their_impact_on_collected_data, impact_t);
+async fn impact_t(t: TestApp) {
+    let crc = t.key("demo_crc").await;
+    for _ in 0..2 {
+        let label = participant_with(&t, &crc, "SE_BASELINE").await;
+        let f = Form {
+            t: &t,
+            key: crc.clone(),
+            path: format!("/api/v1/studies/S_DEMO/participants/{label}/events/SE_BASELINE/1/forms/F_VITAL_SIGNS"),
+        };
+        let (s, e) = f.save(json!({"values": [{"item": "weight", "value": "70"}]})).await;
+        assert_eq!(s, StatusCode::OK, "{e}");
+    }
+    // A new version of the vital signs that turns weight into a whole number.
+    let dm = t.key("demo_dm").await;
+    let v2 = "
+        | survey |
+        | | type | name | label | bind::oc:itemgroup |
+        | | integer | weight | Weight (kg) | vs |
+        | settings |
+        | | form_title | form_id | version |
+        | | Vital signs | vital_signs | v2.0 |
+    ";
+    let r = crate::client()
+        .post(t.url("/api/v1/studies/S_DEMO/design/forms?file_name=v2.md"))
+        .bearer_auth(&dm)
+        .body(v2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let (_, d) = t.get(&dm, "/api/v1/studies/S_DEMO/design/diff").await;
+    assert_eq!(d["publishable"], false, "{d}");
+    assert_eq!(
+        d["impact"],
+        json!([{"form_version_oid": "F_VITAL_SIGNS_V10", "forms_with_data": 2, "changes": ["changed item I_VITAL_WEIGHT"]}]),
+        "{d}"
+    );
+    let (s, e) = t.post(&dm, "/api/v1/studies/S_DEMO/design/publish", json!({})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(e["message"].as_str().unwrap().contains("2 form(s) with data would be affected"), "{e}");
+}
