@@ -213,12 +213,14 @@ impl App {
     }
 
     pub(crate) fn may_enter(access: &Access, study: &StudyRow, site: &StudyRow) -> bool {
+        Self::may(access, study, site, Permission::EnterData)
+    }
+
+    /// Whether the principal may do `p` at a participant's site (the study's own row for
+    /// study-level participants), the study's and site's status included.
+    pub(crate) fn may(access: &Access, study: &StudyRow, site: &StudyRow, p: Permission) -> bool {
         let status = site.status.parse().unwrap_or(StudyStatus::Design);
-        if site.id == study.id {
-            access.can_study(Permission::EnterData)
-        } else {
-            access.can_site(site.id, status, Permission::EnterData)
-        }
+        if site.id == study.id { access.can_study(p) } else { access.can_site(site.id, status, p) }
     }
 
     async fn participant_view(&self, p: &ParticipantRow) -> Result<ParticipantView, AppError> {
@@ -520,6 +522,147 @@ impl App {
             location,
             forms: Vec::new(),
         })
+    }
+
+    /// Removes a participant: it and everything under it leave the active data (nothing is
+    /// deleted); its events and forms become auto-removed.
+    ///
+    /// # Errors
+    /// [`AppError::InvalidTransition`] when already removed; [`AppError::Forbidden`] for roles that
+    /// may not remove.
+    pub async fn remove_participant(
+        &self,
+        who: &Principal,
+        study_oid: &str,
+        participant: &str,
+        reason: Option<String>,
+    ) -> Result<ParticipantView, AppError> {
+        let (study, access, p, site) = self.visible_participant(who, study_oid, participant).await?;
+        if !Self::may(&access, &study, &site, Permission::RemoveParticipant) {
+            return Err(AppError::Forbidden("remove participants"));
+        }
+        if p.status == "removed" || p.status == "auto_removed" {
+            return Err(AppError::InvalidTransition(format!("participant {} is already removed", p.label)));
+        }
+        let reason = reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
+        let mut tx = self.store().write(who.actor()).await?;
+        let (events, forms) = tx.remove_participant(p.id).await?;
+        tx.audit(
+            AuditEntry::new("participant.removed", "participant", &p.oid)
+                .study(Some(study.id), (site.id != study.id).then_some(site.id))
+                .old(serde_json::json!({ "status": p.status }))
+                .new_value(serde_json::json!({ "status": "removed", "auto_removed_events": events, "auto_removed_forms": forms }))
+                .reason(reason),
+        )
+        .await?;
+        tx.commit().await?;
+        let row = self.store().participant(study.id, &p.oid).await?.ok_or(AppError::NotFound("participant"))?;
+        self.participant_view(&row).await
+    }
+
+    /// Restores a removed participant, and only what its removal auto-removed.
+    ///
+    /// # Errors
+    /// [`AppError::InvalidTransition`] when not removed.
+    pub async fn restore_participant(
+        &self,
+        who: &Principal,
+        study_oid: &str,
+        participant: &str,
+        reason: Option<String>,
+    ) -> Result<ParticipantView, AppError> {
+        let (study, access, p, site) = self.visible_participant(who, study_oid, participant).await?;
+        if !Self::may(&access, &study, &site, Permission::RemoveParticipant) {
+            return Err(AppError::Forbidden("restore participants"));
+        }
+        if p.status != "removed" {
+            return Err(AppError::InvalidTransition(format!("participant {} is not removed", p.label)));
+        }
+        let reason = reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
+        let mut tx = self.store().write(who.actor()).await?;
+        let (events, forms) = tx.restore_participant(p.id).await?;
+        tx.audit(
+            AuditEntry::new("participant.restored", "participant", &p.oid)
+                .study(Some(study.id), (site.id != study.id).then_some(site.id))
+                .old(serde_json::json!({ "status": "removed" }))
+                .new_value(
+                    serde_json::json!({ "status": "available", "restored_events": events, "restored_forms": forms }),
+                )
+                .reason(reason),
+        )
+        .await?;
+        tx.commit().await?;
+        let row = self.store().participant(study.id, &p.oid).await?.ok_or(AppError::NotFound("participant"))?;
+        self.participant_view(&row).await
+    }
+
+    /// Moves a participant to another site of the study (OpenClinica "reassign").
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`] unless the principal may reassign at both sites.
+    pub async fn reassign_participant(
+        &self,
+        who: &Principal,
+        study_oid: &str,
+        participant: &str,
+        to_site: &str,
+        reason: Option<String>,
+    ) -> Result<ParticipantView, AppError> {
+        let (study, access, p, site) = self.visible_participant(who, study_oid, participant).await?;
+        let target = self.site_of(&study, to_site).await?;
+        if !Self::may(&access, &study, &site, Permission::ReassignParticipant)
+            || !Self::may(&access, &study, &target, Permission::ReassignParticipant)
+        {
+            return Err(AppError::Forbidden("move participants between these sites"));
+        }
+        if target.id == site.id {
+            return Err(AppError::invalid("site", format!("participant {} is already at {}", p.label, target.oid)));
+        }
+        if p.status == "removed" {
+            return Err(AppError::InvalidTransition(format!("participant {} is removed; restore it first", p.label)));
+        }
+        let reason = reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
+        let mut tx = self.store().write(who.actor()).await?;
+        tx.set_participant_site(p.id, target.id).await?;
+        tx.audit(
+            AuditEntry::new("participant.reassigned", "participant", &p.oid)
+                .study(Some(study.id), (target.id != study.id).then_some(target.id))
+                .old(serde_json::json!({ "site": site.oid }))
+                .new_value(serde_json::json!({ "site": target.oid }))
+                .reason(reason),
+        )
+        .await?;
+        tx.commit().await?;
+        let row = self.store().participant(study.id, &p.oid).await?.ok_or(AppError::NotFound("participant"))?;
+        self.participant_view(&row).await
+    }
+
+    /// The audit trail of a participant and everything under it (events, forms, values).
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`] for roles that may not read the audit trail.
+    pub async fn participant_audit(
+        &self,
+        who: &Principal,
+        study_oid: &str,
+        participant: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<casebook_domain::audit::AuditRecord>, AppError> {
+        let (study, access, p, site) = self.visible_participant(who, study_oid, participant).await?;
+        if !Self::may(&access, &study, &site, Permission::ViewAudit) && !access.can_study(Permission::ViewAudit) {
+            return Err(AppError::Forbidden("read the audit trail"));
+        }
+        Ok(self
+            .store()
+            .audit_events(&casebook_store::audit::AuditFilter {
+                study_id: Some(study.id),
+                entity_tree: Some(p.oid.clone()),
+                after_seq: after,
+                limit: limit.clamp(1, 10_000),
+                ..casebook_store::audit::AuditFilter::default()
+            })
+            .await?)
     }
 
     /// A participant's casebook: details, events, forms and values.

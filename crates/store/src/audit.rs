@@ -72,6 +72,9 @@ pub struct AuditFilter {
     pub entity_type: Option<String>,
     pub entity_id: Option<String>,
     pub actor_user_id: Option<i64>,
+    /// Rows about this entity or anything under it (entity ids `X` and `X/…`): a participant's
+    /// whole casebook, an event with its forms and values.
+    pub entity_tree: Option<String>,
     /// Rows with a sequence number greater than this (for paging).
     pub after_seq: i64,
     pub limit: i64,
@@ -118,9 +121,11 @@ impl Store {
                AND (CAST($4 AS TEXT) IS NULL OR e.entity_type = $4) \
                AND (CAST($5 AS TEXT) IS NULL OR e.entity_id = $5) \
                AND (CAST($6 AS BIGINT) IS NULL OR e.actor_user_id = $6) \
+               AND (CAST($8 AS TEXT) IS NULL OR e.entity_id = $8 OR e.entity_id LIKE $9 ESCAPE '\\') \
              ORDER BY e.seq LIMIT $7"))
             .bind(f.after_seq).bind(f.study_id).bind(f.site_id).bind(&f.entity_type).bind(&f.entity_id)
-            .bind(f.actor_user_id).bind(f.limit)
+            .bind(f.actor_user_id).bind(f.limit).bind(&f.entity_tree)
+            .bind(f.entity_tree.as_ref().map(|t| format!("{}/%", t.replace('%', "\\%").replace('_', "\\_"))))
             .fetch_all(p).await?);
         Ok(rows.into_iter().map(AuditRecord::from).collect())
     }

@@ -212,6 +212,59 @@ impl Store {
 }
 
 impl WriteTx {
+    /// Removes a participant: its status becomes `removed` and every event and form not already
+    /// removed becomes `auto_removed`. Returns how many events and forms were auto-removed.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn remove_participant(&mut self, id: i64) -> Result<(u64, u64), StoreError> {
+        let now = self.now();
+        on_tx!(self, c => sqlx::query(
+            "UPDATE participants SET status = 'removed', version = version + 1, updated_at = $1 WHERE id = $2")
+            .bind(now).bind(id).execute(c).await?.rows_affected());
+        let forms = on_tx!(self, c => sqlx::query(
+            "UPDATE form_data SET removal = 'auto_removed', updated_at = $1 WHERE removal = 'available' \
+             AND study_event_id IN (SELECT id FROM study_events WHERE participant_id = $2)")
+            .bind(now).bind(id).execute(c).await?.rows_affected());
+        let events = on_tx!(self, c => sqlx::query(
+            "UPDATE study_events SET removal = 'auto_removed', version = version + 1, updated_at = $1 \
+             WHERE removal = 'available' AND participant_id = $2")
+            .bind(now).bind(id).execute(c).await?.rows_affected());
+        Ok((events, forms))
+    }
+
+    /// Restores a participant and only what its removal auto-removed.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn restore_participant(&mut self, id: i64) -> Result<(u64, u64), StoreError> {
+        let now = self.now();
+        on_tx!(self, c => sqlx::query(
+            "UPDATE participants SET status = 'available', version = version + 1, updated_at = $1 WHERE id = $2")
+            .bind(now).bind(id).execute(c).await?.rows_affected());
+        let forms = on_tx!(self, c => sqlx::query(
+            "UPDATE form_data SET removal = 'available', updated_at = $1 WHERE removal = 'auto_removed' \
+             AND study_event_id IN (SELECT id FROM study_events WHERE participant_id = $2)")
+            .bind(now).bind(id).execute(c).await?.rows_affected());
+        let events = on_tx!(self, c => sqlx::query(
+            "UPDATE study_events SET removal = 'available', version = version + 1, updated_at = $1 \
+             WHERE removal = 'auto_removed' AND participant_id = $2")
+            .bind(now).bind(id).execute(c).await?.rows_affected());
+        Ok((events, forms))
+    }
+
+    /// Moves a participant to another site of its study.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn set_participant_site(&mut self, id: i64, site_id: i64) -> Result<(), StoreError> {
+        let now = self.now();
+        on_tx!(self, c => sqlx::query(
+            "UPDATE participants SET site_id = $1, version = version + 1, updated_at = $2 WHERE id = $3")
+            .bind(site_id).bind(now).bind(id).execute(c).await?.rows_affected());
+        Ok(())
+    }
+
     /// The next automatic participant number of a study: the counter row is locked for the rest of
     /// the transaction, so concurrent enrolments are numbered one after the other.
     ///

@@ -19,6 +19,10 @@ pub fn routes() -> Router<AppState> {
         .route("/studies/{oid}/participants", get(list).post(enrol))
         .route("/studies/{oid}/participants/{participant}", get(casebook))
         .route("/studies/{oid}/participants/{participant}/events", post(schedule))
+        .route("/studies/{oid}/participants/{participant}/remove", post(remove))
+        .route("/studies/{oid}/participants/{participant}/restore", post(restore))
+        .route("/studies/{oid}/participants/{participant}/reassign", post(reassign))
+        .route("/studies/{oid}/participants/{participant}/audit", get(audit))
         .route(
             "/studies/{oid}/participants/{participant}/events/{event}/{repeat}/forms/{form}",
             axum::routing::put(save_form),
@@ -105,4 +109,69 @@ async fn complete_form(
 ) -> ApiResult<Response> {
     let out = s.app.complete_form(&p, &oid, &participant, &event, repeat, &form, b).await.rid(&headers)?;
     Ok(Json(out).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReasonBody {
+    reason: Option<String>,
+}
+
+async fn remove(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path((oid, participant)): Path<(String, String)>,
+    JsonBody(b): JsonBody<ReasonBody>,
+) -> ApiResult<Response> {
+    Ok(Json(s.app.remove_participant(&p, &oid, &participant, b.reason).await.rid(&headers)?).into_response())
+}
+
+async fn restore(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path((oid, participant)): Path<(String, String)>,
+    JsonBody(b): JsonBody<ReasonBody>,
+) -> ApiResult<Response> {
+    Ok(Json(s.app.restore_participant(&p, &oid, &participant, b.reason).await.rid(&headers)?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReassignBody {
+    site: String,
+    reason: Option<String>,
+}
+
+async fn reassign(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path((oid, participant)): Path<(String, String)>,
+    JsonBody(b): JsonBody<ReassignBody>,
+) -> ApiResult<Response> {
+    Ok(Json(s.app.reassign_participant(&p, &oid, &participant, &b.site, b.reason).await.rid(&headers)?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    after: Option<i64>,
+    limit: Option<i64>,
+}
+
+async fn audit(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path((oid, participant)): Path<(String, String)>,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Response> {
+    let rows = s
+        .app
+        .participant_audit(&p, &oid, &participant, q.after.unwrap_or(0), q.limit.unwrap_or(1000))
+        .await
+        .rid(&headers)?;
+    Ok(Json(rows).into_response())
 }

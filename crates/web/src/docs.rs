@@ -327,6 +327,8 @@ fn schemas() -> Value {
         "Schedule": s(&[("event", "string"), ("start", "string"), ("end", "string"), ("location", "string")], &["event"]),
         "SaveForm": s(&[("expected_version", "integer"), ("form_version", "string"), ("values", "array"), ("remove_rows", "array"), ("notes", "array")], &[]),
         "CompleteForm": s(&[("expected_version", "integer"), ("password", "string")], &["expected_version"]),
+        "Reason": s(&[("reason", "string")], &[]),
+        "Reassign": s(&[("site", "string"), ("reason", "string")], &["site"]),
         "Error": s(&[("code", "string"), ("message", "string"), ("details", "object"), ("request_id", "string")], &["code", "message"]),
     })
 }

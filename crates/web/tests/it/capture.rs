@@ -121,3 +121,64 @@ async fn schedule_t(t: TestApp) {
         .collect();
     assert_eq!(events, vec![("Baseline".to_owned(), 1), ("Follow-up".to_owned(), 1), ("Follow-up".to_owned(), 2)]);
 }
+
+both!(remove_restore_reassign_and_audit, lifecycle_t);
+async fn lifecycle_t(t: TestApp) {
+    let crc = t.key("demo_crc").await;
+    let (_, p) = t.post(&crc, "/api/v1/studies/S_DEMO/participants", enrol_body("S_DEMOA")).await;
+    let label = p["label"].as_str().unwrap().to_owned();
+    let base = format!("/api/v1/studies/S_DEMO/participants/{label}");
+    for event in ["SE_BASELINE", "SE_FOLLOWUP"] {
+        let (s, _) = t.post(&crc, &format!("{base}/events"), json!({"event": event})).await;
+        assert_eq!(s, StatusCode::CREATED);
+    }
+    // Only data managers, study directors and investigators remove; a CRC cannot.
+    let (s, _) = t.post(&crc, &format!("{base}/remove"), json!({})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let inv = t.key("demo_investigator").await;
+    let (s, r) = t.post(&inv, &format!("{base}/remove"), json!({"reason": "Enrolled by mistake"})).await;
+    assert_eq!((s, r["status"].as_str()), (StatusCode::OK, Some("removed")), "{r}");
+    let (_, book) = t.get(&crc, &base).await;
+    let removal: Vec<&str> =
+        book["events"].as_array().unwrap().iter().map(|e| e["removal"].as_str().unwrap()).collect();
+    assert_eq!(removal, vec!["auto_removed", "auto_removed"]);
+    // A removed participant takes no data and cannot be removed twice.
+    let (s, _) = t.post(&crc, &format!("{base}/events"), json!({"event": "SE_FOLLOWUP"})).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, _) = t.post(&inv, &format!("{base}/remove"), json!({})).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, r) = t.post(&inv, &format!("{base}/restore"), json!({})).await;
+    assert_eq!((s, r["status"].as_str()), (StatusCode::OK, Some("available")), "{r}");
+    let (_, book) = t.get(&crc, &base).await;
+    assert!(book["events"].as_array().unwrap().iter().all(|e| e["removal"] == "available"), "{book}");
+
+    // Reassigning to DEMO-B is for data managers; afterwards DEMO-A staff no longer see it.
+    let (s, _) = t.post(&inv, &format!("{base}/reassign"), json!({"site": "S_DEMOB"})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let dm = t.key("demo_dm").await;
+    let (s, r) = t.post(&dm, &format!("{base}/reassign"), json!({"site": "S_DEMOB", "reason": "Moved city"})).await;
+    assert_eq!((s, r["site_oid"].as_str()), (StatusCode::OK, Some("S_DEMOB")), "{r}");
+    let (s, _) = t.get(&crc, &base).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let crc_b = t.key("demo_crc_b").await;
+    let (s, _) = t.get(&crc_b, &base).await;
+    assert_eq!(s, StatusCode::OK);
+
+    // The participant's audit trail holds all of it, including its events.
+    let (s, audit) = t.get(&dm, &format!("{base}/audit")).await;
+    assert_eq!(s, StatusCode::OK, "{audit}");
+    let actions: Vec<&str> = audit.as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap()).collect();
+    assert_eq!(
+        actions,
+        vec![
+            "participant.enrolled",
+            "event.scheduled",
+            "event.scheduled",
+            "participant.removed",
+            "participant.restored",
+            "participant.reassigned"
+        ]
+    );
+    let reasons: Vec<&str> = audit.as_array().unwrap().iter().filter_map(|r| r["reason"].as_str()).collect();
+    assert_eq!(reasons, vec!["Enrolled by mistake", "Moved city"]);
+}
