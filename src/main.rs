@@ -467,6 +467,10 @@ async fn serve(settings: config::Settings, demo: bool) -> Result<()> {
     let app = open(&settings).await?;
     if demo {
         let created = app.seed_demo().await.map_err(app_error)?;
+        if created {
+            let n = app.seed_demo_data().await.map_err(app_error)?;
+            println!("Demo participants enrolled with data in various statuses: {n}");
+        }
         print_demo(created);
     } else if app.store().count_users().await? == 0 {
         println!("No accounts yet. Create the first administrator with:");

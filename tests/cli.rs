@@ -190,6 +190,38 @@ async fn demo_server_signs_in(target: Target) {
         .unwrap();
     assert_eq!(r.status(), 302);
     assert!(r.headers()["location"].to_str().unwrap().ends_with("/OpenClinica/MainMenu"));
+
+    // The demo holds participants with data in various statuses, entered through the use cases.
+    assert!(server.banner.contains("Demo participants enrolled with data in various statuses: 8"), "{}", server.banner);
+    let monitor = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let r = monitor
+        .post(format!("{}/api/v1/auth/login", server.base))
+        .json(&serde_json::json!({"username": "demo_monitor", "password": "Demo-password-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let list: serde_json::Value = monitor
+        .get(format!("{}/api/v1/studies/S_DEMO/participants", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let statuses: Vec<&str> = list.as_array().unwrap().iter().map(|p| p["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses.len(), 8, "{list}");
+    assert!(statuses.contains(&"removed") && statuses.contains(&"available"), "{list}");
+    let book: serde_json::Value = monitor
+        .get(format!("{}/api/v1/studies/S_DEMO/participants/DEMO-A-0001", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(book["events"][0]["status"], "completed", "{book}");
+    assert_eq!(book["events"][0]["forms"][0]["status"], "complete", "{book}");
     drop(server);
 
     // A second start over the same database keeps the demo instead of failing.

@@ -200,6 +200,136 @@ impl App {
     }
 }
 
+impl App {
+    /// Participants with data in various statuses at both demo sites, entered through the same
+    /// use cases as the API (so every value is checked and audited). Run once, right after the
+    /// demo study is created (`casebook serve --demo`).
+    ///
+    /// # Errors
+    /// When a use case refuses (a bug in the demo data).
+    pub async fn seed_demo_data(&self) -> Result<usize, AppError> {
+        use crate::capture::{EnrolInput, ScheduleInput};
+        use crate::entry::{CompleteFormInput, SaveFormInput, ValueInput};
+        let v = |item: &str, row: u32, value: &str| ValueInput {
+            item: item.to_owned(),
+            row,
+            value: Some(value.to_owned()),
+            null_flavour: None,
+        };
+        let vitals = |date: &str, weight: &str, sys: &str, dia: &str| {
+            vec![
+                v("vs_date", 1, date),
+                v("weight", 1, weight),
+                v("height", 1, "172"),
+                v("sys", 1, sys),
+                v("dia", 1, dia),
+                v("abnormal", 1, "no"),
+                v("ecg_time", 1, "09:15"),
+                v("hr", 1, "68"),
+            ]
+        };
+        // (site user, site, sex, birth date, enrolled, what to enter)
+        let plan: [(&str, &str, &str, &str, &str, u8); 8] = [
+            ("demo_crc", "S_DEMOA", "f", "1961-03-14", "2026-02-02", 3),
+            ("demo_crc", "S_DEMOA", "m", "1958-11-30", "2026-02-09", 2),
+            ("demo_crc", "S_DEMOA", "f", "1970-07-21", "2026-03-01", 1),
+            ("demo_crc", "S_DEMOA", "m", "1949-01-05", "2026-03-15", 4),
+            ("demo_crc", "S_DEMOA", "f", "1982-05-19", "2026-04-02", 5),
+            ("demo_crc_b", "S_DEMOB", "m", "1966-09-09", "2026-02-20", 3),
+            ("demo_crc_b", "S_DEMOB", "f", "1975-12-12", "2026-03-03", 2),
+            ("demo_crc_b", "S_DEMOB", "m", "1990-06-30", "2026-04-10", 0),
+        ];
+        let mut n = 0;
+        for (user, site, sex, dob, enrolled, stage) in plan {
+            let who = self.cli_principal(Some(user)).await?;
+            let p = self
+                .enrol(
+                    &who,
+                    "S_DEMO",
+                    EnrolInput {
+                        site: site.to_owned(),
+                        sex: Some(sex.to_owned()),
+                        date_of_birth: Some(dob.to_owned()),
+                        enrolled_on: enrolled.to_owned(),
+                        ..EnrolInput::default()
+                    },
+                )
+                .await?;
+            n += 1;
+            if stage == 0 {
+                continue;
+            }
+            let schedule = |event: &str, start: &str| ScheduleInput {
+                event: event.to_owned(),
+                start: Some(start.to_owned()),
+                end: None,
+                location: None,
+            };
+            self.schedule_event(&who, "S_DEMO", &p.label, schedule("SE_BASELINE", enrolled)).await?;
+            if stage == 1 {
+                continue;
+            }
+            let all = vitals(enrolled, "71.5", "128", "82");
+            let values = if stage == 2 { all[..3].to_vec() } else { all };
+            let saved = self
+                .save_form(
+                    &who,
+                    "S_DEMO",
+                    &p.label,
+                    "SE_BASELINE",
+                    1,
+                    "F_VITAL_SIGNS",
+                    SaveFormInput {
+                        expected_version: None,
+                        form_version: None,
+                        values,
+                        remove_rows: vec![],
+                        notes: vec![],
+                    },
+                )
+                .await?;
+            if stage >= 3 {
+                let input = CompleteFormInput { expected_version: saved.form.version, password: None };
+                self.complete_form(&who, "S_DEMO", &p.label, "SE_BASELINE", 1, "F_VITAL_SIGNS", input).await?;
+                self.schedule_event(&who, "S_DEMO", &p.label, schedule("SE_FOLLOWUP", "2026-06-01")).await?;
+            }
+            if stage == 4 {
+                self.schedule_event(&who, "S_DEMO", &p.label, schedule("SE_ADVERSEEVENTS", "2026-05-04")).await?;
+                let values = vec![
+                    v("AE_ANY", 1, "1"),
+                    v("AE_TERM", 1, "Headache"),
+                    v("AE_START", 1, "2026-05-02"),
+                    v("AE_SEV", 1, "1"),
+                    v("AE_SER", 1, "0"),
+                    v("WEIGHT", 1, "17"),
+                    v("HEIGHT", 1, "172"),
+                ];
+                let notes = vec![crate::entry::NoteInput {
+                    item: "WEIGHT".to_owned(),
+                    row: 1,
+                    text: "Recorded in stones by the site; to be corrected".to_owned(),
+                }];
+                self.save_form(
+                    &who,
+                    "S_DEMO",
+                    &p.label,
+                    "SE_ADVERSEEVENTS",
+                    1,
+                    "F_ADVERSEEVENT",
+                    SaveFormInput { expected_version: None, form_version: None, values, remove_rows: vec![], notes },
+                )
+                .await?;
+            }
+            if stage == 5 {
+                let dm = self.cli_principal(Some("demo_dm")).await?;
+                self.remove_participant(&dm, "S_DEMO", &p.label, Some("Withdrew consent before any visit".into()))
+                    .await?;
+            }
+        }
+        Ok(n)
+    }
+}
+
 /// The demo study's forms, shipped in the repository (`demo/forms/`).
 pub const DEMO_FORMS: &[(&str, &[u8])] = &[
     ("vital_signs.xlsx", include_bytes!("../../../demo/forms/vital_signs.xlsx")),
