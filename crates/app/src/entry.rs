@@ -568,7 +568,7 @@ impl App {
                 )
                 .await?;
             tx.audit(
-                AuditEntry::new("note.created", "note", format!("DN_{id}"))
+                AuditEntry::new("note.created", "note", format!("{form_key}/{}[{}]/{}/DN_{id}", item.group_oid, n.row, item.oid))
                     .study(Some(loc.study.id), loc.site_id)
                     .new_value(serde_json::json!({ "type": kind, "item": item.oid.as_str(), "row": n.row, "text": text, "form": form_key })),
             )

@@ -230,3 +230,55 @@ async fn impact_t(t: TestApp) {
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(e["message"].as_str().unwrap().contains("2 form(s) with data would be affected"), "{e}");
 }
+
+both!(reason_for_change_is_enforced_after_completion, rfc_t);
+async fn rfc_t(t: TestApp) {
+    let crc = t.key("demo_crc").await;
+    let label = participant_with(&t, &crc, "SE_BASELINE").await;
+    let f = Form {
+        t: &t,
+        key: crc.clone(),
+        path: format!("/api/v1/studies/S_DEMO/participants/{label}/events/SE_BASELINE/1/forms/F_VITAL_SIGNS"),
+    };
+    let (s, saved) = f
+        .save(json!({"values": [
+            {"item": "vs_date", "value": "2026-01-10"}, {"item": "weight", "value": "80"}, {"item": "height", "value": "175"},
+            {"item": "sys", "value": "130"}, {"item": "dia", "value": "85"}, {"item": "abnormal", "value": "no"},
+            {"item": "ecg_time", "value": "08:00"}, {"item": "hr", "value": "60"}
+        ]}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{saved}");
+    let (s, done) = f.complete(json!({"expected_version": saved["form"]["version"]})).await;
+    assert_eq!(s, StatusCode::OK, "{done}");
+    let version = done["form"]["version"].as_i64().unwrap();
+
+    // The data manager turns on forced reasons for change.
+    let dm = t.key("demo_dm").await;
+    let (s, st) = t
+        .send(&dm, Method::PATCH, "/api/v1/studies/S_DEMO", json!({"parameters": {"admin_forced_reason_for_change": true, "participant_id_generation": "auto_editable", "participant_id_template": "{site}-{n:04}"}}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{st}");
+
+    let (s, e) = f.save(json!({"expected_version": version, "values": [{"item": "weight", "value": "81"}]})).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("reason_for_change_required")), "{e}");
+    assert_eq!(e["details"]["problems"][0]["item_oid"], "I_VITAL_WEIGHT");
+    let (s, saved) = f
+        .save(json!({"expected_version": version, "values": [{"item": "weight", "value": "81"}],
+                     "notes": [{"item": "weight", "text": "Transcription error, source says 81 kg"}]}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{saved}");
+    assert_eq!(saved["form"]["status"], "complete", "administrative editing keeps the form complete");
+    assert_eq!(value(&saved["form"], "I_VITAL_BMI", 1), Some("26.4"), "the BMI follows: {saved}");
+    let (_, audit) = t.get(&dm, &format!("/api/v1/studies/S_DEMO/participants/{label}/audit")).await;
+    let rows: Vec<(String, Value)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let new: Value = serde_json::from_str(r["new_value"].as_str().unwrap_or("null")).unwrap();
+            (r["action"].as_str().unwrap().to_owned(), new)
+        })
+        .collect();
+    assert!(rows.iter().any(|(a, v)| a == "item_data.updated_after_complete" && v["value"] == "81"), "{audit}");
+    assert!(rows.iter().any(|(a, v)| a == "note.created" && v["type"] == "reason_for_change"), "{audit}");
+}
