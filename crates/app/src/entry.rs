@@ -117,9 +117,9 @@ pub struct SavedForm {
 
 /// A value held in the form: canonical text or a null flavour.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-struct Held {
-    value: Option<String>,
-    null_flavour: Option<String>,
+pub(crate) struct Held {
+    pub(crate) value: Option<String>,
+    pub(crate) null_flavour: Option<String>,
 }
 
 struct Located {
@@ -215,6 +215,11 @@ impl App {
                 if f.removal != "available" {
                     return Err(AppError::InvalidTransition("the form is removed".into()));
                 }
+                if f.dde_stage.as_deref() == Some("awaiting_dde") {
+                    return Err(AppError::InvalidTransition(
+                        "the form awaits double data entry; values are keyed in the second pass now".into(),
+                    ));
+                }
                 let rows = tx.item_data_of(f.id).await?;
                 (f.id, f.form_version_oid.clone(), f.status == FormStatus::Complete.as_str(), rows)
             }
@@ -291,109 +296,16 @@ impl App {
         }
         let mut touched: BTreeSet<Slot> = BTreeSet::new();
         for v in &input.values {
-            let Some(item) = version.items.iter().find(|i| i.oid.as_str() == v.item || i.name == v.item) else {
-                problems.push(problem_of(
-                    &v.item,
-                    "",
-                    v.row,
-                    "unknown_item",
-                    format!("form version {version_oid} has no item {}", v.item),
-                    v.value.clone(),
-                ));
-                continue;
-            };
-            let repeating =
-                version.group(item.group_oid.as_str()).is_some_and(casebook_domain::design::ItemGroup::is_repeating);
-            if v.row == 0 || (!repeating && v.row != 1) {
-                problems.push(problem_of(
-                    item.oid.as_str(),
-                    item.group_oid.as_str(),
-                    v.row,
-                    "bad_row",
-                    format!(
-                        "row {} does not exist for {} (use 1{})",
-                        v.row,
-                        item.oid,
-                        if repeating { " or more" } else { "" }
-                    ),
-                    v.value.clone(),
-                ));
-                continue;
-            }
-            if item.widget.is_calculated() {
-                problems.push(problem_of(
-                    item.oid.as_str(),
-                    item.group_oid.as_str(),
-                    v.row,
-                    "calculated",
-                    format!("{} is calculated by the server", item.oid),
-                    v.value.clone(),
-                ));
-                continue;
-            }
-            if !item.widget.holds_value() {
-                problems.push(problem_of(
-                    item.oid.as_str(),
-                    item.group_oid.as_str(),
-                    v.row,
-                    "no_value",
-                    format!("{} is a note and holds no value", item.oid),
-                    v.value.clone(),
-                ));
-                continue;
-            }
-            let s = slot(item.group_oid.as_str(), i32::try_from(v.row).unwrap_or(i32::MAX), item.oid.as_str());
-            let raw = v.value.as_deref().map(str::trim).unwrap_or("");
-            let new = match (&v.null_flavour, raw.is_empty()) {
-                (Some(code), true) => match values::null_flavour(code, &loc.event_form.null_flavours) {
-                    Ok(c) => Held { value: None, null_flavour: Some(c) },
-                    Err(e) => {
-                        problems.push(problem_of(
-                            item.oid.as_str(),
-                            item.group_oid.as_str(),
-                            v.row,
-                            e.code,
-                            e.message,
-                            None,
-                        ));
-                        continue;
-                    }
-                },
-                (Some(_), false) => {
-                    problems.push(problem_of(
-                        item.oid.as_str(),
-                        item.group_oid.as_str(),
-                        v.row,
-                        "value_and_null_flavour",
-                        "give a value or a null flavour, not both".into(),
-                        v.value.clone(),
-                    ));
-                    continue;
-                }
-                (None, true) => Held::default(),
-                (None, false) => {
-                    let cl = item.code_list.as_ref().and_then(|c| version.code_list(c.as_str()));
-                    match values::canonical_value(item, cl, raw) {
-                        Ok(c) => Held { value: Some(c), null_flavour: None },
-                        Err(e) => {
-                            problems.push(problem_of(
-                                item.oid.as_str(),
-                                item.group_oid.as_str(),
-                                v.row,
-                                e.code,
-                                e.message,
-                                v.value.clone(),
-                            ));
-                            continue;
-                        }
+            match parse_input(version, &loc.event_form, v) {
+                Ok((s, new)) => {
+                    touched.insert(s.clone());
+                    if new == Held::default() {
+                        held.remove(&s);
+                    } else {
+                        held.insert(s, new);
                     }
                 }
-            };
-            touched.insert(s.clone());
-            if new == Held::default() {
-                held.remove(&s);
-            } else {
-                held.insert(s, new);
+                Err(p) => problems.push(p),
             }
         }
         if !problems.is_empty() {
@@ -626,6 +538,11 @@ impl App {
             drop(tx);
             return Err(self.stale(f, input.expected_version).await);
         }
+        if f.dde_stage.as_deref() == Some("awaiting_dde") {
+            return Err(AppError::InvalidTransition(
+                "the form awaits double data entry: key the second pass and resolve it instead".into(),
+            ));
+        }
         let (_, version) = loc.design.form_version(&f.form_version_oid).ok_or(AppError::NotFound("form version"))?;
         let rows = tx.item_data_of(f.id).await?;
         let mut held = BTreeMap::new();
@@ -635,19 +552,7 @@ impl App {
                 Held { value: r.value.clone(), null_flavour: r.null_flavour.clone() },
             );
         }
-        let now = self.store().clock().now();
-        let fv = values_of(version, &held, &rows, &BTreeSet::new());
-        let evaluation = evaluate(version, &fv, &EvalContext { today: now.date(), now });
-        let missing: Vec<ValueProblem> = evaluation
-            .issues
-            .iter()
-            // A required item answered with a null flavour counts as answered.
-            .filter(|i| {
-                (i.code == "required" && held.get(&i.slot).is_none_or(|h| h.null_flavour.is_none()))
-                    || (i.hard && i.code != "required")
-            })
-            .map(|i| problem_of(&i.slot.item_oid, &i.slot.group_oid, i.slot.row, i.code, i.message.clone(), None))
-            .collect();
+        let missing = completion_problems(version, &held, &rows, self.store().clock().now());
         if !missing.is_empty() {
             return Err(rejected(
                 "form_incomplete",
@@ -655,8 +560,22 @@ impl App {
                 &missing,
             ));
         }
-        tx.complete_form(f.id).await?;
         let form_key = self.form_key(&loc, form_oid);
+        if loc.event_form.double_data_entry && f.dde_stage.is_none() {
+            // Initial data entry is complete; a second pass must re-key the form.
+            tx.complete_initial_entry(f.id).await?;
+            tx.audit(
+                AuditEntry::new("form.initial_entry_completed", "form_data", form_key)
+                    .study(Some(loc.study.id), loc.site_id)
+                    .old(serde_json::json!({ "status": "initial_data_entry" }))
+                    .new_value(serde_json::json!({ "status": "initial_data_entry", "double_data_entry": "awaiting" })),
+            )
+            .await?;
+            tx.commit().await?;
+            let form = self.form_view(loc.event.id, form_oid).await?;
+            return Ok(SavedForm { form, event_status: loc.event.status.clone(), open_issues: Vec::new() });
+        }
+        tx.complete_form(f.id).await?;
         let action = if loc.event_form.electronic_signature { "form.completed_signed" } else { "form.completed" };
         tx.audit(
             AuditEntry::new(action, "form_data", form_key)
@@ -734,21 +653,28 @@ impl App {
     }
 }
 
-fn slot(group: &str, row: i32, item: &str) -> Slot {
+pub(crate) fn slot(group: &str, row: i32, item: &str) -> Slot {
     Slot { group_oid: group.to_owned(), row: u32::try_from(row).unwrap_or(1), item_oid: item.to_owned() }
 }
 
-fn problem_of(item: &str, group: &str, row: u32, code: &str, message: String, value: Option<String>) -> ValueProblem {
+pub(crate) fn problem_of(
+    item: &str,
+    group: &str,
+    row: u32,
+    code: &str,
+    message: String,
+    value: Option<String>,
+) -> ValueProblem {
     ValueProblem { item_oid: item.to_owned(), group_oid: group.to_owned(), row, code: code.to_owned(), message, value }
 }
 
-fn rejected(code: &'static str, message: String, problems: &[ValueProblem]) -> AppError {
+pub(crate) fn rejected(code: &'static str, message: String, problems: &[ValueProblem]) -> AppError {
     AppError::Rejected { code, message, details: serde_json::json!({ "problems": problems }) }
 }
 
 /// The values the evaluator sees: canonical values (null flavours are not values), and the rows
 /// of every repeating group that exist (stored or being saved), without removed rows.
-fn values_of(
+pub(crate) fn values_of(
     version: &FormVersion,
     held: &BTreeMap<Slot, Held>,
     stored: &[ItemDataRow],
@@ -775,4 +701,104 @@ fn values_of(
         }
     }
     fv
+}
+
+/// Parses one value of a save: the item (by OID or name), its row, and the value or null flavour
+/// in canonical form.
+pub(crate) fn parse_input(
+    version: &FormVersion,
+    event_form: &EventForm,
+    v: &ValueInput,
+) -> Result<(Slot, Held), ValueProblem> {
+    let Some(item) = version.items.iter().find(|i| i.oid.as_str() == v.item || i.name == v.item) else {
+        return Err(problem_of(
+            &v.item,
+            "",
+            v.row,
+            "unknown_item",
+            format!("form version {} has no item {}", version.oid, v.item),
+            v.value.clone(),
+        ));
+    };
+    let (io, go) = (item.oid.as_str(), item.group_oid.as_str());
+    let repeating = version.group(go).is_some_and(casebook_domain::design::ItemGroup::is_repeating);
+    if v.row == 0 || (!repeating && v.row != 1) {
+        let hint = if repeating { " or more" } else { "" };
+        return Err(problem_of(
+            io,
+            go,
+            v.row,
+            "bad_row",
+            format!("row {} does not exist for {io} (use 1{hint})", v.row),
+            v.value.clone(),
+        ));
+    }
+    if item.widget.is_calculated() {
+        return Err(problem_of(
+            io,
+            go,
+            v.row,
+            "calculated",
+            format!("{io} is calculated by the server"),
+            v.value.clone(),
+        ));
+    }
+    if !item.widget.holds_value() {
+        return Err(problem_of(
+            io,
+            go,
+            v.row,
+            "no_value",
+            format!("{io} is a note and holds no value"),
+            v.value.clone(),
+        ));
+    }
+    let s = slot(go, i32::try_from(v.row).unwrap_or(i32::MAX), io);
+    let raw = v.value.as_deref().map(str::trim).unwrap_or("");
+    let held = match (&v.null_flavour, raw.is_empty()) {
+        (Some(code), true) => match values::null_flavour(code, &event_form.null_flavours) {
+            Ok(c) => Held { value: None, null_flavour: Some(c) },
+            Err(e) => return Err(problem_of(io, go, v.row, e.code, e.message, None)),
+        },
+        (Some(_), false) => {
+            return Err(problem_of(
+                io,
+                go,
+                v.row,
+                "value_and_null_flavour",
+                "give a value or a null flavour, not both".into(),
+                v.value.clone(),
+            ));
+        }
+        (None, true) => Held::default(),
+        (None, false) => {
+            let cl = item.code_list.as_ref().and_then(|c| version.code_list(c.as_str()));
+            match values::canonical_value(item, cl, raw) {
+                Ok(c) => Held { value: Some(c), null_flavour: None },
+                Err(e) => return Err(problem_of(io, go, v.row, e.code, e.message, v.value.clone())),
+            }
+        }
+    };
+    Ok((s, held))
+}
+
+/// What keeps a form from being complete: required items empty (an allowed null flavour counts
+/// as an answer) and failing hard checks.
+pub(crate) fn completion_problems(
+    version: &FormVersion,
+    held: &BTreeMap<Slot, Held>,
+    rows: &[ItemDataRow],
+    now: time::OffsetDateTime,
+) -> Vec<ValueProblem> {
+    let fv = values_of(version, held, rows, &BTreeSet::new());
+    let evaluation = evaluate(version, &fv, &EvalContext { today: now.date(), now });
+    evaluation
+        .issues
+        .iter()
+        .filter(|i| {
+            (i.code == "required" && held.get(&i.slot).is_none_or(|h| h.null_flavour.is_none()))
+                || (i.hard && i.code != "required")
+        })
+        .map(|i| problem_of(&i.slot.item_oid, &i.slot.group_oid, i.slot.row, i.code, i.message.clone(), None))
+        .collect()
 }

@@ -70,6 +70,21 @@ pub struct FormDataRow {
     pub version: i64,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+    /// Double data entry: `awaiting_dde` after initial entry is complete, `done` after.
+    pub dde_stage: Option<String>,
+    pub ide_completed_at: Option<OffsetDateTime>,
+    pub ide_completed_by: Option<i64>,
+}
+
+/// A value of the second (double data entry) pass.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DdeValueRow {
+    pub group_oid: String,
+    pub row_number: i32,
+    pub item_oid: String,
+    pub value: Option<String>,
+    pub null_flavour: Option<String>,
+    pub keyed_by: Option<i64>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -117,7 +132,8 @@ macro_rules! form_select {
     ($tail:literal) => {
         concat!(
             "SELECT id, study_event_id, form_oid, form_version_oid, design_version, status, removal, owner_id, \
-             completed_at, completed_by, version, created_at, updated_at FROM form_data ",
+             completed_at, completed_by, version, created_at, updated_at, dde_stage, ide_completed_at, \
+             ide_completed_by FROM form_data ",
             $tail
         )
     };
@@ -450,6 +466,67 @@ impl WriteTx {
             "UPDATE item_data SET deleted = TRUE, updated_at = $1, updated_by = $2 \
              WHERE form_data_id = $3 AND group_oid = $4 AND row_number = $5 AND deleted = FALSE")
             .bind(now).bind(by).bind(form_data_id).bind(group_oid).bind(row_number).execute(c).await?.rows_affected()))
+    }
+
+    /// Marks initial data entry complete on a form that needs double data entry.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn complete_initial_entry(&mut self, id: i64) -> Result<(), StoreError> {
+        let now = self.now();
+        let by = self.actor().user_id;
+        on_tx!(self, c => sqlx::query(
+            "UPDATE form_data SET dde_stage = 'awaiting_dde', ide_completed_at = $1, ide_completed_by = $2, \
+             version = version + 1, updated_at = $1 WHERE id = $3")
+            .bind(now).bind(by).bind(id).execute(c).await?.rows_affected());
+        Ok(())
+    }
+
+    /// Marks double data entry done (the caller completes the form).
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn finish_dde(&mut self, id: i64) -> Result<(), StoreError> {
+        let now = self.now();
+        on_tx!(self, c => sqlx::query("UPDATE form_data SET dde_stage = 'done', updated_at = $1 WHERE id = $2")
+            .bind(now).bind(id).execute(c).await?.rows_affected());
+        Ok(())
+    }
+
+    /// The second-pass values of a form.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn dde_values_of(&mut self, form_data_id: i64) -> Result<Vec<DdeValueRow>, StoreError> {
+        Ok(on_tx!(self, c => sqlx::query_as(
+            "SELECT group_oid, row_number, item_oid, value, null_flavour, keyed_by FROM dde_values \
+             WHERE form_data_id = $1 ORDER BY group_oid, row_number, item_oid")
+            .bind(form_data_id).fetch_all(c).await?))
+    }
+
+    /// Writes one second-pass value.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn upsert_dde_value(
+        &mut self,
+        form_data_id: i64,
+        group_oid: &str,
+        row_number: i32,
+        item_oid: &str,
+        value: Option<&str>,
+        null_flavour: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let now = self.now();
+        let by = self.actor().user_id;
+        on_tx!(self, c => sqlx::query(
+            "INSERT INTO dde_values (form_data_id, group_oid, row_number, item_oid, value, null_flavour, keyed_by, keyed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (form_data_id, group_oid, row_number, item_oid) \
+             DO UPDATE SET value = excluded.value, null_flavour = excluded.null_flavour, keyed_by = excluded.keyed_by, \
+             keyed_at = excluded.keyed_at")
+            .bind(form_data_id).bind(group_oid).bind(row_number).bind(item_oid).bind(value).bind(null_flavour)
+            .bind(by).bind(now).execute(c).await?.rows_affected());
+        Ok(())
     }
 
     /// Attaches a discrepancy note to a value.
