@@ -704,7 +704,9 @@ pub(crate) fn values_of(
 }
 
 /// Parses one value of a save: the item (by OID or name), its row, and the value or null flavour
-/// in canonical form.
+/// in canonical form. (The problem is returned by value: it is built once per refused value and
+/// goes straight into the response.)
+#[allow(clippy::result_large_err)]
 pub(crate) fn parse_input(
     version: &FormVersion,
     event_form: &EventForm,
