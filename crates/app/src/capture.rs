@@ -100,6 +100,9 @@ pub struct FormView {
     pub form_oid: String,
     pub form_version_oid: String,
     pub status: String,
+    /// Double data entry: `awaiting_dde` once initial entry is complete, `done` after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub double_data_entry: Option<String>,
     pub version: i64,
     pub values: Vec<ValueView>,
 }
@@ -705,6 +708,7 @@ impl App {
                     form_oid: f.form_oid.clone(),
                     form_version_oid: f.form_version_oid.clone(),
                     status: f.status.clone(),
+                    double_data_entry: f.dde_stage.clone(),
                     version: f.version,
                     values,
                 });

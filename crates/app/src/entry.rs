@@ -122,20 +122,21 @@ pub(crate) struct Held {
     pub(crate) null_flavour: Option<String>,
 }
 
-struct Located {
-    participant: ParticipantRow,
-    study: casebook_store::studies::StudyRow,
-    site_id: Option<i64>,
-    params: StudyParameters,
-    design_number: i32,
-    design: StudyDesign,
-    event: StudyEventRow,
-    event_form: EventForm,
+pub(crate) struct Located {
+    pub(crate) access: crate::access::Access,
+    pub(crate) participant: ParticipantRow,
+    pub(crate) study: casebook_store::studies::StudyRow,
+    pub(crate) site_id: Option<i64>,
+    pub(crate) params: StudyParameters,
+    pub(crate) design_number: i32,
+    pub(crate) design: StudyDesign,
+    pub(crate) event: StudyEventRow,
+    pub(crate) event_form: EventForm,
 }
 
 impl App {
     #[allow(clippy::too_many_arguments)]
-    async fn locate_form(
+    pub(crate) async fn locate_form(
         &self,
         who: &Principal,
         study_oid: &str,
@@ -177,7 +178,7 @@ impl App {
         }
         let params: StudyParameters = serde_json::from_str(&study.parameters).map_err(internal)?;
         let site_id = (site.id != study.id).then_some(site.id);
-        Ok(Located { participant: p, study, site_id, params, design_number, design, event, event_form })
+        Ok(Located { access, participant: p, study, site_id, params, design_number, design, event, event_form })
     }
 
     /// Saves values of a form (starting it if needed). Partial saves are allowed; every value is
@@ -606,7 +607,7 @@ impl App {
         Ok(SavedForm { form, event_status: next.as_str().to_owned(), open_issues: Vec::new() })
     }
 
-    async fn stale(&self, f: &FormDataRow, expected: i64) -> AppError {
+    pub(crate) async fn stale(&self, f: &FormDataRow, expected: i64) -> AppError {
         let current = self.form_view(f.study_event_id, &f.form_oid).await.ok();
         AppError::Rejected {
             code: "stale_version",
@@ -618,7 +619,7 @@ impl App {
         }
     }
 
-    async fn form_view(&self, study_event_id: i64, form_oid: &str) -> Result<FormView, AppError> {
+    pub(crate) async fn form_view(&self, study_event_id: i64, form_oid: &str) -> Result<FormView, AppError> {
         let forms = self.store().forms_of_event_id(study_event_id).await?;
         let f = forms.into_iter().find(|f| f.form_oid == form_oid).ok_or(AppError::NotFound("form"))?;
         let values = self
@@ -636,6 +637,7 @@ impl App {
             })
             .collect();
         Ok(FormView {
+            double_data_entry: f.dde_stage.clone(),
             form_oid: f.form_oid,
             form_version_oid: f.form_version_oid,
             status: f.status,
@@ -644,11 +646,11 @@ impl App {
         })
     }
 
-    fn event_key(&self, loc: &Located) -> String {
+    pub(crate) fn event_key(&self, loc: &Located) -> String {
         format!("{}/{}[{}]", loc.participant.oid, loc.event.event_oid, loc.event.repeat_key)
     }
 
-    fn form_key(&self, loc: &Located, form_oid: &str) -> String {
+    pub(crate) fn form_key(&self, loc: &Located, form_oid: &str) -> String {
         format!("{}/{form_oid}", self.event_key(loc))
     }
 }

@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod audit;
 pub mod auth;
 pub mod capture;
+pub mod dde;
 pub mod demo;
 pub mod design;
 pub mod entry;

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use casebook_app::capture::{EnrolInput, ScheduleInput};
+use casebook_app::dde::{DdeCompleteInput, DdeInput};
 use casebook_app::entry::{CompleteFormInput, SaveFormInput};
 use serde::Deserialize;
 
@@ -30,6 +31,14 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/studies/{oid}/participants/{participant}/events/{event}/{repeat}/forms/{form}/complete",
             post(complete_form),
+        )
+        .route(
+            "/studies/{oid}/participants/{participant}/events/{event}/{repeat}/forms/{form}/double-entry",
+            axum::routing::put(key_dde),
+        )
+        .route(
+            "/studies/{oid}/participants/{participant}/events/{event}/{repeat}/forms/{form}/double-entry/complete",
+            post(complete_dde),
         )
 }
 
@@ -174,4 +183,26 @@ async fn audit(
         .await
         .rid(&headers)?;
     Ok(Json(rows).into_response())
+}
+
+async fn key_dde(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path((oid, participant, event, repeat, form)): FormPath,
+    JsonBody(b): JsonBody<DdeInput>,
+) -> ApiResult<Response> {
+    let out = s.app.key_double_entry(&p, &oid, &participant, &event, repeat, &form, b).await.rid(&headers)?;
+    Ok(Json(out).into_response())
+}
+
+async fn complete_dde(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path((oid, participant, event, repeat, form)): FormPath,
+    JsonBody(b): JsonBody<DdeCompleteInput>,
+) -> ApiResult<Response> {
+    let out = s.app.complete_double_entry(&p, &oid, &participant, &event, repeat, &form, b).await.rid(&headers)?;
+    Ok(Json(out).into_response())
 }

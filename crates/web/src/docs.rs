@@ -329,6 +329,8 @@ fn schemas() -> Value {
         "CompleteForm": s(&[("expected_version", "integer"), ("password", "string")], &["expected_version"]),
         "Reason": s(&[("reason", "string")], &[]),
         "Reassign": s(&[("site", "string"), ("reason", "string")], &["site"]),
+        "DoubleEntry": s(&[("values", "array")], &["values"]),
+        "DoubleEntryComplete": s(&[("expected_version", "integer"), ("resolutions", "array")], &["expected_version"]),
         "Error": s(&[("code", "string"), ("message", "string"), ("details", "object"), ("request_id", "string")], &["code", "message"]),
     })
 }

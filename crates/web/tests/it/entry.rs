@@ -282,3 +282,101 @@ async fn rfc_t(t: TestApp) {
     assert!(rows.iter().any(|(a, v)| a == "item_data.updated_after_complete" && v["value"] == "81"), "{audit}");
     assert!(rows.iter().any(|(a, v)| a == "note.created" && v["type"] == "reason_for_change"), "{audit}");
 }
+
+fn full_vitals(weight: &str) -> Value {
+    json!([
+        {"item": "vs_date", "value": "2026-01-10"}, {"item": "weight", "value": weight}, {"item": "height", "value": "180"},
+        {"item": "sys", "value": "120"}, {"item": "dia", "value": "80"}, {"item": "abnormal", "value": "no"},
+        {"item": "ecg_time", "value": "09:00"}, {"item": "hr", "value": "70"}
+    ])
+}
+
+both!(double_data_entry_is_rekeyed_and_resolved, dde_t);
+async fn dde_t(t: TestApp) {
+    // The data manager asks for double data entry of the vital signs at baseline.
+    let dm = t.key("demo_dm").await;
+    let (s, e) = t
+        .send(&dm, Method::PUT, "/api/v1/studies/S_DEMO/design/events/SE_BASELINE",
+              json!({"name": "Baseline", "type": "scheduled", "forms": [{"form": "F_VITAL_SIGNS", "required": true, "double_data_entry": true}]}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let (s, p) = t.post(&dm, "/api/v1/studies/S_DEMO/design/publish", json!({"notes": "DDE for vitals"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    let (s, _) = t
+        .post(&dm, &format!("/api/v1/studies/S_DEMO/design/versions/{}/promote", p["version"]["number"]), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+
+    let crc = t.key("demo_crc").await;
+    let label = participant_with(&t, &crc, "SE_BASELINE").await;
+    let f = Form {
+        t: &t,
+        key: crc.clone(),
+        path: format!("/api/v1/studies/S_DEMO/participants/{label}/events/SE_BASELINE/1/forms/F_VITAL_SIGNS"),
+    };
+    let (s, saved) = f.save(json!({"values": full_vitals("72.5")})).await;
+    assert_eq!(s, StatusCode::OK, "{saved}");
+    let (s, ide) = f.complete(json!({"expected_version": saved["form"]["version"]})).await;
+    assert_eq!(s, StatusCode::OK, "{ide}");
+    assert_eq!(
+        (ide["form"]["status"].as_str(), ide["form"]["double_data_entry"].as_str()),
+        (Some("initial_data_entry"), Some("awaiting_dde"))
+    );
+    assert_eq!(ide["event_status"], "data_entry_started", "the event waits for the second pass");
+
+    // The first pass is closed; the same person may not re-key within 12 hours.
+    let (s, e) =
+        f.save(json!({"expected_version": ide["form"]["version"], "values": [{"item": "sys", "value": "121"}]})).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    let dde = format!("{}/double-entry", f.path);
+    let (s, e) = t.send(&crc, Method::PUT, &dde, json!({"values": full_vitals("72.5")})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
+    assert!(e["message"].as_str().unwrap().contains("12 hours"), "{e}");
+
+    // A colleague re-keys; one value differs.
+    let inv = t.key("demo_investigator").await;
+    let (s, cmp) = t.send(&inv, Method::PUT, &dde, json!({"values": full_vitals("75.2")})).await;
+    assert_eq!(s, StatusCode::OK, "{cmp}");
+    assert_eq!(
+        cmp["mismatches"],
+        json!([{"item_oid": "I_VITAL_WEIGHT", "group_oid": "IG_VITAL_VS", "row": 1, "first": "72.5", "second": "75.2"}])
+    );
+    assert_eq!(cmp["matched"], 7);
+
+    // Completing needs the mismatch resolved; then the form and the event are complete.
+    let (_, book) = t.get(&inv, &format!("/api/v1/studies/S_DEMO/participants/{label}")).await;
+    let version = book["events"][0]["forms"][0]["version"].as_i64().unwrap();
+    let (s, e) = t.post(&inv, &format!("{dde}/complete"), json!({"expected_version": version})).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("double_entry_unresolved")), "{e}");
+    assert_eq!(e["details"]["problems"][0]["item_oid"], "I_VITAL_WEIGHT");
+    let (s, done) = t
+        .post(
+            &inv,
+            &format!("{dde}/complete"),
+            json!({"expected_version": version, "resolutions": [{"item": "weight", "value": "72.5"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{done}");
+    assert_eq!(
+        (done["form"]["status"].as_str(), done["form"]["double_data_entry"].as_str()),
+        (Some("complete"), Some("done"))
+    );
+    assert_eq!(done["event_status"], "completed");
+    assert_eq!(value(&done["form"], "I_VITAL_WEIGHT", 1), Some("72.5"));
+
+    // After 12 hours the first person may re-key another participant's form themself.
+    let label2 = participant_with(&t, &crc, "SE_BASELINE").await;
+    let f2 = Form {
+        t: &t,
+        key: crc.clone(),
+        path: format!("/api/v1/studies/S_DEMO/participants/{label2}/events/SE_BASELINE/1/forms/F_VITAL_SIGNS"),
+    };
+    let (_, saved) = f2.save(json!({"values": full_vitals("80")})).await;
+    let (s, _) = f2.complete(json!({"expected_version": saved["form"]["version"]})).await;
+    assert_eq!(s, StatusCode::OK);
+    t.clock.advance(time::Duration::hours(12));
+    let (s, cmp) =
+        t.send(&crc, Method::PUT, &format!("{}/double-entry", f2.path), json!({"values": full_vitals("80")})).await;
+    assert_eq!(s, StatusCode::OK, "{cmp}");
+    assert_eq!(cmp["mismatches"], json!([]));
+}
