@@ -160,6 +160,15 @@ impl Store {
             .bind(study_id).bind(key.to_lowercase()).bind(key).fetch_optional(p).await?))
     }
 
+    /// A participant by id.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn participant_by_id(&self, id: i64) -> Result<Option<ParticipantRow>, StoreError> {
+        Ok(on_db!(self.db(), p => sqlx::query_as(participant_select!("WHERE id = $1"))
+            .bind(id).fetch_optional(p).await?))
+    }
+
     /// A page of participants of a study (optionally of some sites), by label.
     ///
     /// # Errors

@@ -13,6 +13,7 @@ pub mod accounts;
 pub mod audit;
 pub mod capture;
 pub mod designs;
+pub mod files;
 pub mod studies;
 mod tx;
 

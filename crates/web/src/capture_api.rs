@@ -33,6 +33,11 @@ pub fn routes() -> Router<AppState> {
             post(complete_form),
         )
         .route(
+            "/studies/{oid}/participants/{participant}/events/{event}/{repeat}/forms/{form}/files",
+            post(upload_file),
+        )
+        .route("/studies/{oid}/files/{id}", get(download_file))
+        .route(
             "/studies/{oid}/participants/{participant}/events/{event}/{repeat}/forms/{form}/double-entry",
             axum::routing::put(key_dde),
         )
@@ -205,4 +210,65 @@ async fn complete_dde(
 ) -> ApiResult<Response> {
     let out = s.app.complete_double_entry(&p, &oid, &participant, &event, repeat, &form, b).await.rid(&headers)?;
     Ok(Json(out).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileQuery {
+    item: String,
+    row: Option<u32>,
+    expected_version: Option<i64>,
+    file_name: Option<String>,
+}
+
+/// The body is the file; its name from `?file_name=` or `X-File-Name`.
+async fn upload_file(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path((oid, participant, event, repeat, form)): FormPath,
+    Query(q): Query<FileQuery>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let name = q
+        .file_name
+        .or_else(|| headers.get("x-file-name").and_then(|v| v.to_str().ok()).map(str::to_owned))
+        .unwrap_or_default();
+    let out = s
+        .app
+        .upload_file_value(
+            &p,
+            &oid,
+            &participant,
+            &event,
+            repeat,
+            &form,
+            &q.item,
+            q.row.unwrap_or(1),
+            q.expected_version,
+            &name,
+            &body,
+        )
+        .await
+        .rid(&headers)?;
+    Ok(Json(out).into_response())
+}
+
+async fn download_file(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path((oid, id)): Path<(String, i64)>,
+) -> ApiResult<Response> {
+    let (info, content) = s.app.download_file(&p, &oid, id).await.rid(&headers)?;
+    let disposition = format!("attachment; filename=\"{}\"", info.file_name.replace(['"', '\\'], "_"));
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, info.content_type),
+            (axum::http::header::CONTENT_DISPOSITION, disposition),
+            (axum::http::HeaderName::from_static("x-content-sha256"), info.sha256),
+        ],
+        content,
+    )
+        .into_response())
 }

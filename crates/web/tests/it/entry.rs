@@ -380,3 +380,87 @@ async fn dde_t(t: TestApp) {
     assert_eq!(s, StatusCode::OK, "{cmp}");
     assert_eq!(cmp["mismatches"], json!([]));
 }
+
+both!(files_are_item_values, files_t);
+async fn files_t(t: TestApp) {
+    // A consent form with a scanned signature page, in a new common event.
+    let dm = t.key("demo_dm").await;
+    let consent = "
+        | survey |
+        | | type | name | label | bind::oc:itemgroup |
+        | | date | consent_date | Date of consent | consent |
+        | | file | consent_scan | Signed consent (scan) | consent |
+        | settings |
+        | | form_title | form_id | version |
+        | | Consent | consent | v1 |
+    ";
+    let r = crate::client()
+        .post(t.url("/api/v1/studies/S_DEMO/design/forms?file_name=consent.md"))
+        .bearer_auth(&dm)
+        .body(consent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let (s, e) = t
+        .post(
+            &dm,
+            "/api/v1/studies/S_DEMO/design/events",
+            json!({"name": "Consent", "type": "common", "forms": [{"form": "F_CONSENT"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{e}");
+    let (_, p) = t.post(&dm, "/api/v1/studies/S_DEMO/design/publish", json!({})).await;
+    let (s, _) = t
+        .post(&dm, &format!("/api/v1/studies/S_DEMO/design/versions/{}/promote", p["version"]["number"]), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+
+    let crc = t.key("demo_crc").await;
+    let label = participant_with(&t, &crc, "SE_CONSENT").await;
+    let files = format!("/api/v1/studies/S_DEMO/participants/{label}/events/SE_CONSENT/1/forms/F_CONSENT/files");
+    let upload = |name: &'static str, body: Vec<u8>, item: &'static str| {
+        let url = t.url(&format!("{files}?item={item}&file_name={name}"));
+        let key = crc.clone();
+        async move {
+            let r = crate::client().post(url).bearer_auth(key).body(body).send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    // Refused: a disguised executable, an unknown type, an empty file, a non-file item.
+    let (s, e) = upload("scan.pdf", b"MZ\x90\x00 not a pdf".to_vec(), "consent_scan").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(e["message"].as_str().unwrap().contains("not a .pdf file"), "{e}");
+    let (s, _) = upload("scan.exe", b"MZ".to_vec(), "consent_scan").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, _) = upload("scan.pdf", Vec::new(), "consent_scan").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, _) = upload("scan.pdf", b"%PDF-1.7 ...".to_vec(), "consent_date").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let pdf = b"%PDF-1.7\n% a tiny test document\n%%EOF\n".to_vec();
+    let (s, saved) = upload("signed consent.pdf", pdf.clone(), "consent_scan").await;
+    assert_eq!(s, StatusCode::OK, "{saved}");
+    let reference = value(&saved["form"], "I_CONSE_CONSENT_SCAN", 1).unwrap().to_owned();
+    assert!(reference.starts_with("files/") && reference.ends_with("/signed consent.pdf"), "{reference}");
+    let id: i64 = reference.split('/').nth(1).unwrap().parse().unwrap();
+
+    // The file comes back byte for byte to those who see the participant, and to nobody else.
+    let r = crate::client()
+        .get(t.url(&format!("/api/v1/studies/S_DEMO/files/{id}")))
+        .bearer_auth(&crc)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "application/pdf");
+    assert_eq!(r.bytes().await.unwrap().to_vec(), pdf);
+    let crc_b = t.key("demo_crc_b").await;
+    let r = crate::client()
+        .get(t.url(&format!("/api/v1/studies/S_DEMO/files/{id}")))
+        .bearer_auth(&crc_b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
