@@ -499,6 +499,22 @@ impl App {
             )
             .await?;
         }
+        // Changed data break signatures over them and reset source data verification.
+        let next = if !changed.is_empty() || !deleted_rows.is_empty() {
+            crate::review::after_data_change(
+                &mut tx,
+                &crate::review::DataChange {
+                    form_data_id: form_row_id,
+                    study_event_id: loc.event.id,
+                    participant_id: loc.participant.id,
+                    study_id: loc.study.id,
+                    site_id: loc.site_id,
+                },
+            )
+            .await?
+        } else {
+            next
+        };
         tx.commit().await?;
         let form = self.form_view(loc.event.id, form_oid).await?;
         Ok(SavedForm { form, event_status: next.as_str().to_owned(), open_issues: open })
