@@ -59,6 +59,7 @@ pub fn routes() -> Router<AppState> {
         .route("/openapi.json", get(crate::docs::openapi))
         .merge(crate::design_api::routes())
         .merge(crate::capture_api::routes())
+        .merge(crate::review_api::routes())
 }
 
 #[derive(Deserialize)]

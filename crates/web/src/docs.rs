@@ -279,6 +279,54 @@ pub const ENDPOINTS: &[Endpoint] = &[
         Some("Schedule"),
         201,
     ),
+    (
+        "get",
+        "/api/v1/studies/{oid}/participants/{participant}/review",
+        "review",
+        "A participant's review state: event statuses (and what a locked event unlocks to), forms with their SDV requirement and state, signatures",
+        None,
+        200,
+    ),
+    (
+        "post",
+        "/api/v1/studies/{oid}/participants/{participant}/events/{event}/{repeat}/status",
+        "review",
+        "Move an event's status by hand: stopped, skipped, data_entry_started, completed (data-entry roles); locked, unlocked (data managers, study directors)",
+        Some("EventStatusChange"),
+        200,
+    ),
+    (
+        "post",
+        "/api/v1/studies/{oid}/participants/{participant}/events/{event}/{repeat}/sign",
+        "review",
+        "Sign a completed event (investigators; re-enter username and password, state the meaning); later data changes break the signature",
+        Some("Signature"),
+        200,
+    ),
+    (
+        "post",
+        "/api/v1/studies/{oid}/participants/{participant}/sign",
+        "review",
+        "Sign a participant's casebook (every event completed, stopped or skipped); later data changes break the signature",
+        Some("Signature"),
+        200,
+    ),
+    (
+        "get",
+        "/api/v1/studies/{oid}/participants/{participant}/signatures",
+        "review",
+        "Every signature of a participant: signer, time, meaning, data hash, in force or broken (when and why)",
+        None,
+        200,
+    ),
+    (
+        "post",
+        "/api/v1/studies/{oid}/participants/{participant}/events/{event}/{repeat}/forms/{form}/sdv",
+        "review",
+        "Verify a complete form against source documents, or withdraw the verification (monitors, data managers, study directors)",
+        Some("Sdv"),
+        200,
+    ),
 ];
 
 fn schemas() -> Value {
@@ -331,6 +379,9 @@ fn schemas() -> Value {
         "Reassign": s(&[("site", "string"), ("reason", "string")], &["site"]),
         "DoubleEntry": s(&[("values", "array")], &["values"]),
         "DoubleEntryComplete": s(&[("expected_version", "integer"), ("resolutions", "array")], &["expected_version"]),
+        "EventStatusChange": s(&[("status", "string"), ("reason", "string")], &["status"]),
+        "Signature": s(&[("username", "string"), ("password", "string"), ("meaning", "string")], &["username", "password", "meaning"]),
+        "Sdv": s(&[("verified", "boolean")], &["verified"]),
         "Error": s(&[("code", "string"), ("message", "string"), ("details", "object"), ("request_id", "string")], &["code", "message"]),
     })
 }

@@ -15,6 +15,7 @@ mod html;
 mod metrics;
 mod oc_metadata;
 mod openclinica;
+mod review_api;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
