@@ -14,6 +14,7 @@ mod capture;
 mod design;
 mod entry;
 mod oc_metadata;
+mod review;
 mod sites;
 mod studies;
 
