@@ -250,6 +250,20 @@ impl App {
                 resolved.insert(s.clone(), h.clone());
             }
         }
+        if resolved != first {
+            // Resolved values are data changes like any other: signatures and SDV follow.
+            crate::review::after_data_change(
+                &mut tx,
+                &crate::review::DataChange {
+                    form_data_id: f.id,
+                    study_event_id: loc.event.id,
+                    participant_id: loc.participant.id,
+                    study_id: loc.study.id,
+                    site_id: loc.site_id,
+                },
+            )
+            .await?;
+        }
         let rows = tx.item_data_of(f.id).await?;
         let missing = completion_problems(version, &resolved, &rows, self.store().clock().now());
         if !missing.is_empty() {

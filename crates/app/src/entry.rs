@@ -416,6 +416,14 @@ impl App {
             }
         }
 
+        // A save that changes nothing (an unchanged form re-sent) records nothing and leaves
+        // the form's version as it was.
+        if existing.is_some() && changed.is_empty() && deleted_rows.is_empty() && input.notes.is_empty() {
+            drop(tx);
+            let form = self.form_view(loc.event.id, form_oid).await?;
+            return Ok(SavedForm { form, event_status: loc.event.status.clone(), open_issues: open });
+        }
+
         // Write every change with its audit row.
         let form_key = self.form_key(&loc, form_oid);
         for (group, row) in &deleted_rows {

@@ -464,3 +464,22 @@ async fn files_t(t: TestApp) {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
+
+both!(an_unchanged_save_changes_nothing, noop_t);
+async fn noop_t(t: TestApp) {
+    let crc = t.key("demo_crc").await;
+    let label = participant_with(&t, &crc, "SE_BASELINE").await;
+    let f = Form {
+        t: &t,
+        key: crc.clone(),
+        path: format!("/api/v1/studies/S_DEMO/participants/{label}/events/SE_BASELINE/1/forms/F_VITAL_SIGNS"),
+    };
+    let (s, saved) = f.save(json!({"values": [{"item": "weight", "value": "70"}]})).await;
+    assert_eq!(s, StatusCode::OK, "{saved}");
+    let version = saved["form"]["version"].as_i64().unwrap();
+    // The same value again (spaces around it are not part of it): nothing changes, nothing is
+    // audited, and the version stays.
+    let (s, same) = f.save(json!({"expected_version": version, "values": [{"item": "weight", "value": " 70 "}]})).await;
+    assert_eq!(s, StatusCode::OK, "{same}");
+    assert_eq!(same["form"]["version"].as_i64(), Some(version), "nothing changed, so the version stays");
+}
