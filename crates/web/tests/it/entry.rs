@@ -483,3 +483,43 @@ async fn noop_t(t: TestApp) {
     assert_eq!(s, StatusCode::OK, "{same}");
     assert_eq!(same["form"]["version"].as_i64(), Some(version), "nothing changed, so the version stays");
 }
+
+both!(frozen_and_locked_studies_take_no_data, frozen_t);
+async fn frozen_t(t: TestApp) {
+    let crc = t.key("demo_crc").await;
+    let label = participant_with(&t, &crc, "SE_BASELINE").await;
+    let f = Form {
+        t: &t,
+        key: crc.clone(),
+        path: format!("/api/v1/studies/S_DEMO/participants/{label}/events/SE_BASELINE/1/forms/F_VITAL_SIGNS"),
+    };
+    let dm = t.key("demo_dm").await;
+    let (s, e) =
+        t.post(&dm, "/api/v1/studies/S_DEMO/status", json!({"status": "frozen", "reason": "interim analysis"})).await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let (s, e) = f.save(json!({"values": [{"item": "weight", "value": "70"}]})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "a frozen study takes no site entry: {e}");
+    let (s, _) = t
+        .post(
+            &crc,
+            "/api/v1/studies/S_DEMO/participants",
+            json!({"site": "S_DEMOA", "sex": "f", "date_of_birth": "1980-01-01", "enrolled_on": "2026-01-10"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, e) =
+        t.post(&dm, "/api/v1/studies/S_DEMO/status", json!({"status": "locked", "reason": "database lock"})).await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let dm_form = Form { t: &t, key: dm.clone(), path: f.path.clone() };
+    let (s, _) = dm_form.save(json!({"values": [{"item": "weight", "value": "70"}]})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "nobody writes in a locked study");
+    // Reading still works.
+    let (s, _) = t.get(&crc, &format!("/api/v1/studies/S_DEMO/participants/{label}")).await;
+    assert_eq!(s, StatusCode::OK);
+    for to in ["frozen", "available"] {
+        let (s, e) = t.post(&dm, "/api/v1/studies/S_DEMO/status", json!({"status": to, "reason": "reopened"})).await;
+        assert_eq!(s, StatusCode::OK, "{e}");
+    }
+    let (s, e) = f.save(json!({"values": [{"item": "weight", "value": "70"}]})).await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+}
