@@ -14,6 +14,7 @@ pub mod audit;
 pub mod capture;
 pub mod designs;
 pub mod files;
+pub mod matrix;
 pub mod review;
 pub mod studies;
 mod tx;

@@ -1,0 +1,14 @@
+-- The participant matrix pages through a study's participants by keyset: each sort it offers
+-- has an index that yields rows in that order from any starting key, so a late page costs what
+-- the first does. Labels and dates compare bytewise (COLLATE "C"), the order SQLite uses, so
+-- both backends page identically whatever the database's locale; the queries use the same
+-- collation so these indexes serve them.
+
+-- By participant ID (sort=label / -label).
+CREATE INDEX participants_matrix_label ON participants(study_id, label_key COLLATE "C");
+
+-- By enrolment date, then ID (sort=enrolled / -enrolled).
+CREATE INDEX participants_matrix_enrolled ON participants(study_id, enrolled_on COLLATE "C", label_key COLLATE "C");
+
+-- By site, then ID (sort=site).
+CREATE INDEX participants_matrix_site ON participants(study_id, site_id, label_key COLLATE "C");
