@@ -15,6 +15,7 @@ pub mod design;
 pub mod entry;
 mod error;
 pub mod files;
+pub mod matrix;
 pub mod review;
 pub mod secrets;
 pub mod studies;
