@@ -60,6 +60,7 @@ pub fn routes() -> Router<AppState> {
         .merge(crate::design_api::routes())
         .merge(crate::capture_api::routes())
         .merge(crate::review_api::routes())
+        .merge(crate::matrix_api::routes())
 }
 
 #[derive(Deserialize)]

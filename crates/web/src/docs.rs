@@ -256,6 +256,17 @@ pub const ENDPOINTS: &[Endpoint] = &[
         200,
     ),
     (
+        "get",
+        "/api/v1/studies/{oid}/matrix",
+        "participants",
+        "Participant matrix: participants × events with statuses and form counts; ?site=OID, \
+         ?status=available,signed,removed,all, ?q=ID-prefix, ?event=SE_OID, ?event_status=…|not_scheduled, \
+         ?sort=label|-label|enrolled|-enrolled|site, ?page_size=1–500 (50), ?after=<next cursor>; \
+         returns {events, rows, next, total}",
+        None,
+        200,
+    ),
+    (
         "post",
         "/api/v1/studies/{oid}/participants",
         "participants",

@@ -12,6 +12,7 @@ mod design_api;
 mod docs;
 pub mod error;
 mod html;
+mod matrix_api;
 mod metrics;
 mod oc_metadata;
 mod openclinica;

@@ -13,6 +13,7 @@ mod auth;
 mod capture;
 mod design;
 mod entry;
+mod matrix;
 mod oc_metadata;
 mod review;
 mod sites;
