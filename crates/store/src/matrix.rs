@@ -138,18 +138,22 @@ macro_rules! page_sql {
     };
 }
 
-/// The events of the participants on a page ($1), with their form counts.
+/// The events of the participants on a page ($1), with their form counts: one row per
+/// participant, its occurrences packed as `event US repeat US status US started US complete`
+/// joined by RS (ASCII unit and record separators). A page has some 500 occurrences; the driver
+/// costs a few microseconds a row, so 50 packed rows answer in a third of the time of 500.
 macro_rules! events_sql {
-    ($ids:literal) => {
+    ($pack:literal, $ids:literal) => {
         concat!(
-            "SELECT e.participant_id, e.event_oid, e.repeat_key, e.status, COUNT(f.id) AS forms_started, \
-             COALESCE(SUM(CASE WHEN f.status = 'complete' THEN 1 ELSE 0 END), 0) AS forms_complete \
-             FROM study_events e LEFT JOIN form_data f ON f.study_event_id = e.id AND f.removal = 'available' \
-             WHERE e.participant_id ",
+            "SELECT c.participant_id, ",
+            $pack,
+            " AS cells FROM (SELECT e.participant_id, e.event_oid, e.repeat_key, e.status, \
+             (SELECT COUNT(*) FROM form_data f WHERE f.study_event_id = e.id AND f.removal = 'available') AS started, \
+             (SELECT COUNT(*) FROM form_data f WHERE f.study_event_id = e.id AND f.removal = 'available' \
+               AND f.status = 'complete') AS complete \
+             FROM study_events e WHERE e.participant_id ",
             $ids,
-            " AND e.removal = 'available' \
-             GROUP BY e.id, e.participant_id, e.event_oid, e.repeat_key, e.status \
-             ORDER BY e.participant_id, e.event_oid, e.repeat_key"
+            " AND e.removal = 'available') c GROUP BY c.participant_id"
         )
     };
 }
@@ -405,23 +409,60 @@ impl Store {
         if participant_ids.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(match self.db() {
+        let packed: Vec<(i64, String)> = match self.db() {
             Db::Sqlite(p) => {
-                sqlx::query_as(events_sql!("IN (SELECT value FROM json_each($1))"))
-                    .bind(json_ids(participant_ids))
-                    .fetch_all(p)
-                    .await?
+                sqlx::query_as(events_sql!(
+                    "group_concat(c.event_oid || char(31) || c.repeat_key || char(31) || c.status || char(31) || \
+                     c.started || char(31) || c.complete, char(30))",
+                    "IN (SELECT value FROM json_each($1))"
+                ))
+                .bind(json_ids(participant_ids))
+                .fetch_all(p)
+                .await?
             }
             Db::Postgres(p) => {
-                sqlx::query_as(events_sql!("= ANY($1)")).bind(participant_ids.to_vec()).fetch_all(p).await?
+                sqlx::query_as(events_sql!(
+                    "string_agg(c.event_oid || chr(31) || c.repeat_key::text || chr(31) || c.status || chr(31) || \
+                     c.started::text || chr(31) || c.complete::text, chr(30))",
+                    "= ANY($1)"
+                ))
+                .bind(participant_ids.to_vec())
+                .fetch_all(p)
+                .await?
             }
-        })
+        };
+        let mut cells = Vec::new();
+        for (participant_id, text) in packed {
+            for cell in text.split('\u{1e}') {
+                cells.push(unpack(participant_id, cell).ok_or_else(|| {
+                    StoreError::Corrupt(format!("matrix cell of participant {participant_id}: {cell:?}"))
+                })?);
+            }
+        }
+        cells.sort_by(|a, b| {
+            (a.participant_id, &a.event_oid, a.repeat_key).cmp(&(b.participant_id, &b.event_oid, b.repeat_key))
+        });
+        Ok(cells)
     }
+}
+
+/// One packed occurrence: `event US repeat US status US started US complete`.
+fn unpack(participant_id: i64, cell: &str) -> Option<MatrixCell> {
+    let mut f = cell.split('\u{1f}');
+    let cell = MatrixCell {
+        participant_id,
+        event_oid: f.next()?.to_owned(),
+        repeat_key: f.next()?.parse().ok()?,
+        status: f.next()?.to_owned(),
+        forms_started: f.next()?.parse().ok()?,
+        forms_complete: f.next()?.parse().ok()?,
+    };
+    f.next().is_none().then_some(cell)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{json_ids, status_slots};
+    use super::{json_ids, status_slots, unpack};
 
     #[test]
     fn statuses_fill_four_slots() {
@@ -430,6 +471,24 @@ mod tests {
             status_slots(&["removed", "auto_removed"]),
             ["removed", "auto_removed", "auto_removed", "auto_removed"]
         );
+    }
+
+    #[test]
+    fn packed_cells_unpack() {
+        let c = unpack(7, "SE_V1\u{1f}2\u{1f}completed\u{1f}5\u{1f}4").unwrap();
+        assert_eq!(
+            (
+                c.participant_id,
+                c.event_oid.as_str(),
+                c.repeat_key,
+                c.status.as_str(),
+                c.forms_started,
+                c.forms_complete
+            ),
+            (7, "SE_V1", 2, "completed", 5, 4)
+        );
+        assert!(unpack(7, "SE_V1\u{1f}x\u{1f}completed\u{1f}5\u{1f}4").is_none());
+        assert!(unpack(7, "SE_V1\u{1f}1\u{1f}completed\u{1f}5").is_none());
     }
 
     #[test]

@@ -43,6 +43,8 @@ struct Args {
     participants: i64,
     backends: Vec<&'static str>,
     postgres: String,
+    /// Keep the databases for inspection instead of dropping them.
+    keep: bool,
 }
 
 fn args() -> Args {
@@ -51,6 +53,7 @@ fn args() -> Args {
         backends: vec!["sqlite", "postgres"],
         postgres: std::env::var("CASEBOOK_TEST_POSTGRES")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+        keep: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -65,7 +68,10 @@ fn args() -> Args {
                 }
             }
             "--postgres" => a.postgres = it.next().expect("--postgres URL"),
-            other => panic!("unknown argument {other}; use --participants N [--backend sqlite|postgres|both]"),
+            "--keep" => a.keep = true,
+            other => {
+                panic!("unknown argument {other}; use --participants N [--backend sqlite|postgres|both] [--keep]")
+            }
         }
     }
     assert!(a.participants >= 110, "use at least 110 participants");
@@ -377,10 +383,11 @@ async fn bulk_load(b: &Bench, n: i64) {
          JOIN jsonb_array_elements($1::jsonb) j ON j->>0 = f.form_oid WHERE p.study_id = $4",
         |q| q.bind(&items_json).bind(now).bind(user).bind(b.study_id)
     );
-    // PostgreSQL's autovacuum would analyse tables this size by itself; do it now rather than
-    // measure whenever it happens to run. SQLite is left as Casebook leaves it.
+    // PostgreSQL's autovacuum would vacuum and analyse tables this size after a bulk load by
+    // itself; do it now rather than measure whenever it happens to run. SQLite is left as
+    // Casebook leaves it (no ANALYZE).
     if let Db::Postgres(p) = db {
-        sqlx::query("ANALYZE").execute(p).await.unwrap();
+        sqlx::raw_sql("VACUUM ANALYZE").execute(p).await.unwrap();
     }
     println!(
         "  set-up: {participants} participants, {events} events, {forms} forms, {values} values bulk-loaded in {:.1} s",
@@ -699,6 +706,10 @@ async fn run(backend: &'static str, a: &Args) {
 
     server.abort();
     db.close().await;
+    if a.keep {
+        println!("  kept: {url}");
+        return;
+    }
     if let Some(g) = pg {
         g.drop_now().await;
     }

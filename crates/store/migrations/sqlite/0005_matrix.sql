@@ -7,3 +7,9 @@ CREATE INDEX participants_matrix_enrolled ON participants(study_id, enrolled_on,
 
 -- By site, then ID (sort=site).
 CREATE INDEX participants_matrix_site ON participants(study_id, site_id, label_key);
+
+-- The count of the selected participants (`total`), read from the index alone.
+CREATE INDEX participants_matrix_count ON participants(study_id, status, site_id, label_key);
+
+-- The form counts of a page's event occurrences, read from the index alone.
+CREATE INDEX form_data_matrix ON form_data(study_event_id, removal, status);
