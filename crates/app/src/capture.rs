@@ -686,24 +686,21 @@ impl App {
         };
         let events = self.store().study_events(p.id).await?;
         let forms = self.store().forms_of_participant(p.id).await?;
+        let mut values_by_form: std::collections::HashMap<i64, Vec<ValueView>> = std::collections::HashMap::new();
+        for v in self.store().item_data_of_participant(p.id).await? {
+            values_by_form.entry(v.form_data_id).or_default().push(ValueView {
+                item_oid: v.item_oid,
+                group_oid: v.group_oid,
+                row: v.row_number,
+                value: v.value,
+                null_flavour: v.null_flavour,
+            });
+        }
         let mut out = Vec::new();
         for e in events {
             let mut fviews = Vec::new();
             for f in forms.iter().filter(|f| f.study_event_id == e.id) {
-                let values = self
-                    .store()
-                    .item_data(f.id)
-                    .await?
-                    .into_iter()
-                    .filter(|v| !v.deleted)
-                    .map(|v| ValueView {
-                        item_oid: v.item_oid,
-                        group_oid: v.group_oid,
-                        row: v.row_number,
-                        value: v.value,
-                        null_flavour: v.null_flavour,
-                    })
-                    .collect();
+                let values = values_by_form.remove(&f.id).unwrap_or_default();
                 fviews.push(FormView {
                     form_oid: f.form_oid.clone(),
                     form_version_oid: f.form_version_oid.clone(),

@@ -223,6 +223,17 @@ impl Store {
             .bind(form_data_id).fetch_all(p).await?))
     }
 
+    /// Every current value of a participant, in one query (for the casebook).
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn item_data_of_participant(&self, participant_id: i64) -> Result<Vec<ItemDataRow>, StoreError> {
+        Ok(on_db!(self.db(), p => sqlx::query_as(item_select!(
+            "WHERE deleted = FALSE AND form_data_id IN (SELECT f.id FROM form_data f JOIN study_events e \
+             ON e.id = f.study_event_id WHERE e.participant_id = $1) ORDER BY form_data_id, group_oid, row_number, id"))
+            .bind(participant_id).fetch_all(p).await?))
+    }
+
     /// How many forms hold data, per form version, in a study.
     ///
     /// # Errors

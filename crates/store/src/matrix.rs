@@ -4,7 +4,7 @@
 //! Two queries per page whatever its size: the participants, then all their events at once (no
 //! query per participant). Paging is by keyset — "the rows after this sort key" — never by
 //! OFFSET, so the 200th page costs what the first does. Every sort has an index behind it
-//! (migration `0005_matrix`); on PostgreSQL labels are compared with the `C` collation so the
+//! (migration `0008_matrix`); on PostgreSQL labels are compared with the `C` collation so the
 //! order is the same bytewise order as on SQLite, whatever the database's locale.
 //!
 //! The SQL differs between the backends only in how a list of ids is bound (a JSON array
