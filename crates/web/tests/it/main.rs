@@ -16,6 +16,7 @@ mod entry;
 mod matrix;
 mod oc_metadata;
 mod review;
+mod roles;
 mod sites;
 mod studies;
 
