@@ -98,6 +98,9 @@ impl App {
         input: DdeInput,
     ) -> Result<DdeComparison, AppError> {
         let loc = self.locate_form(who, study_oid, participant, event_oid, repeat_key, form_oid).await?;
+        if !loc.may_enter {
+            return Err(AppError::Forbidden("enter data here now (the study's status does not allow it)"));
+        }
         let mut tx = self.store().write(who.actor()).await?;
         let f = tx
             .forms_of_event(loc.event.id)
@@ -176,6 +179,9 @@ impl App {
         input: DdeCompleteInput,
     ) -> Result<SavedForm, AppError> {
         let loc = self.locate_form(who, study_oid, participant, event_oid, repeat_key, form_oid).await?;
+        if !loc.may_enter {
+            return Err(AppError::Forbidden("enter data here now (the study's status does not allow it)"));
+        }
         let mut tx = self.store().write(who.actor()).await?;
         let forms = tx.forms_of_event(loc.event.id).await?;
         let f = forms.iter().find(|f| f.form_oid == form_oid).cloned().ok_or(AppError::NotFound("started form"))?;

@@ -124,6 +124,8 @@ pub(crate) struct Held {
 
 pub(crate) struct Located {
     pub(crate) access: crate::access::Access,
+    /// Whether the principal may enter data (not only edit completed forms).
+    pub(crate) may_enter: bool,
     pub(crate) participant: ParticipantRow,
     pub(crate) study: casebook_store::studies::StudyRow,
     pub(crate) site_id: Option<i64>,
@@ -146,7 +148,9 @@ impl App {
         form_oid: &str,
     ) -> Result<Located, AppError> {
         let (study, access, p, site) = self.visible_participant(who, study_oid, participant).await?;
-        if !Self::may_enter(&access, &study, &site) {
+        // Entering data, or at least editing completed forms (study-level cleaning while frozen).
+        let may_enter = Self::may_enter(&access, &study, &site);
+        if !may_enter && !Self::may(&access, &study, &site, casebook_domain::role::Permission::AdministrativeEdit) {
             return Err(AppError::Forbidden("enter data at this site (or the study's status does not allow it)"));
         }
         if p.status == "removed" || p.status == "auto_removed" {
@@ -178,7 +182,18 @@ impl App {
         }
         let params: StudyParameters = serde_json::from_str(&study.parameters).map_err(internal)?;
         let site_id = (site.id != study.id).then_some(site.id);
-        Ok(Located { access, participant: p, study, site_id, params, design_number, design, event, event_form })
+        Ok(Located {
+            access,
+            may_enter,
+            participant: p,
+            study,
+            site_id,
+            params,
+            design_number,
+            design,
+            event,
+            event_form,
+        })
     }
 
     /// Saves values of a form (starting it if needed). Partial saves are allowed; every value is
@@ -256,6 +271,11 @@ impl App {
                 (id, chosen, false, Vec::new())
             }
         };
+        if !loc.may_enter && !was_complete {
+            return Err(AppError::Forbidden(
+                "enter data here now (while the study is frozen only completed forms may be edited, by study-level staff)",
+            ));
+        }
         let (_, version) = loc.design.form_version(&version_oid).ok_or(AppError::NotFound("form version"))?;
 
         // The form as stored, then as this save wants it.
@@ -546,6 +566,9 @@ impl App {
         input: CompleteFormInput,
     ) -> Result<SavedForm, AppError> {
         let loc = self.locate_form(who, study_oid, participant, event_oid, repeat_key, form_oid).await?;
+        if !loc.may_enter {
+            return Err(AppError::Forbidden("complete forms here now (the study's status does not allow it)"));
+        }
         if loc.event_form.electronic_signature {
             let password = input.password.as_deref().unwrap_or("");
             if !self.password_matches(who, password).await? {

@@ -487,6 +487,14 @@ async fn noop_t(t: TestApp) {
 both!(frozen_and_locked_studies_take_no_data, frozen_t);
 async fn frozen_t(t: TestApp) {
     let crc = t.key("demo_crc").await;
+    // A participant whose baseline vitals are complete, prepared before the study is frozen.
+    let done_label = participant_with(&t, &crc, "SE_BASELINE").await;
+    let done_path =
+        format!("/api/v1/studies/S_DEMO/participants/{done_label}/events/SE_BASELINE/1/forms/F_VITAL_SIGNS");
+    let (_, saved) = t.send(&crc, Method::PUT, &done_path, json!({"values": full_vitals("70")})).await;
+    let (s, c) =
+        t.post(&crc, &format!("{done_path}/complete"), json!({"expected_version": saved["form"]["version"]})).await;
+    assert_eq!(s, StatusCode::OK, "{c}");
     let label = participant_with(&t, &crc, "SE_BASELINE").await;
     let f = Form {
         t: &t,
@@ -499,6 +507,17 @@ async fn frozen_t(t: TestApp) {
     assert_eq!(s, StatusCode::OK, "{e}");
     let (s, e) = f.save(json!({"values": [{"item": "weight", "value": "70"}]})).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "a frozen study takes no site entry: {e}");
+    // Study-level staff may still clean completed forms while frozen (administrative editing).
+    let dm_done = Form { t: &t, key: dm.clone(), path: done_path.clone() };
+    let crc_done = Form { t: &t, key: crc.clone(), path: dm_done.path.clone() };
+    let (_, book) = t.get(&dm, &format!("/api/v1/studies/S_DEMO/participants/{done_label}")).await;
+    let version = book["events"][0]["forms"][0]["version"].as_i64().unwrap();
+    let (s, e) =
+        crc_done.save(json!({"expected_version": version, "values": [{"item": "weight", "value": "71"}]})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "site staff cannot edit while frozen: {e}");
+    let (s, e) =
+        dm_done.save(json!({"expected_version": version, "values": [{"item": "weight", "value": "71"}]})).await;
+    assert_eq!(s, StatusCode::OK, "the data manager cleans a completed form while frozen: {e}");
     let (s, _) = t
         .post(
             &crc,
