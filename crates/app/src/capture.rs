@@ -649,6 +649,7 @@ impl App {
         who: &Principal,
         study_oid: &str,
         participant: &str,
+        within: Option<&str>,
         after: i64,
         limit: i64,
     ) -> Result<Vec<casebook_domain::audit::AuditRecord>, AppError> {
@@ -660,7 +661,12 @@ impl App {
             .store()
             .audit_events(&casebook_store::audit::AuditFilter {
                 study_id: Some(study.id),
-                entity_tree: Some(p.oid.clone()),
+                // `within` narrows to one event, form or value: `SE_X[1]`, `SE_X[1]/F_Y`,
+                // `SE_X[1]/F_Y/IG_G[1]/I_A`.
+                entity_tree: Some(match within.map(str::trim).filter(|w| !w.is_empty()) {
+                    Some(w) => format!("{}/{}", p.oid, w.trim_matches('/')),
+                    None => p.oid.clone(),
+                }),
                 after_seq: after,
                 limit: limit.clamp(1, 10_000),
                 ..casebook_store::audit::AuditFilter::default()

@@ -171,6 +171,8 @@ async fn reassign(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AuditQuery {
+    /// One event, form or value under the participant: `SE_X[1]`, `SE_X[1]/F_Y/IG_G[1]/I_A`.
+    within: Option<String>,
     after: Option<i64>,
     limit: Option<i64>,
 }
@@ -184,7 +186,7 @@ async fn audit(
 ) -> ApiResult<Response> {
     let rows = s
         .app
-        .participant_audit(&p, &oid, &participant, q.after.unwrap_or(0), q.limit.unwrap_or(1000))
+        .participant_audit(&p, &oid, &participant, q.within.as_deref(), q.after.unwrap_or(0), q.limit.unwrap_or(1000))
         .await
         .rid(&headers)?;
     Ok(Json(rows).into_response())

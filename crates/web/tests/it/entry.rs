@@ -281,6 +281,12 @@ async fn rfc_t(t: TestApp) {
         .collect();
     assert!(rows.iter().any(|(a, v)| a == "item_data.updated_after_complete" && v["value"] == "81"), "{audit}");
     assert!(rows.iter().any(|(a, v)| a == "note.created" && v["type"] == "reason_for_change"), "{audit}");
+    // One value's history alone.
+    let (_, weight) = t
+        .get(&dm, &format!("/api/v1/studies/S_DEMO/participants/{label}/audit?within=SE_BASELINE[1]/F_VITAL_SIGNS/IG_VITAL_VS[1]/I_VITAL_WEIGHT"))
+        .await;
+    let actions: Vec<&str> = weight.as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, vec!["item_data.value_saved", "item_data.updated_after_complete", "note.created"], "{weight}");
 }
 
 fn full_vitals(weight: &str) -> Value {
