@@ -167,6 +167,7 @@ impl App {
             default_version: None,
             allowed_versions: Vec::new(),
             null_flavours: vec!["NA".to_owned(), "UNK".to_owned()],
+            site_settings: std::collections::BTreeMap::new(),
         };
         let baseline = self.save_event(who, study_oid, None, event("Baseline", "scheduled", false, vec![])).await?;
         for (file, bytes) in DEMO_FORMS {

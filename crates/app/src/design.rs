@@ -155,6 +155,21 @@ pub struct EventFormInput {
     pub allowed_versions: Vec<String>,
     #[serde(default)]
     pub null_flavours: Vec<String>,
+    /// Per-site settings, by site OID: `{ "S_SITEA": { "allowed_versions": [...], "default_version": "...", "hidden": false } }`.
+    #[serde(default)]
+    pub site_settings: std::collections::BTreeMap<String, SiteFormInput>,
+}
+
+/// A site's settings for a form in an event.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteFormInput {
+    #[serde(default)]
+    pub default_version: Option<String>,
+    #[serde(default)]
+    pub allowed_versions: Vec<String>,
+    #[serde(default)]
+    pub hidden: bool,
 }
 
 /// The outcome of publishing.
@@ -792,6 +807,7 @@ impl App {
     ) -> Result<EventDef, AppError> {
         let study = self.design_study(who, study_oid, true).await?;
         let mut design = self.current_draft(study.id).await?;
+        let sites = self.store().sites_of(study.id).await?;
         let mut errors = Vec::new();
         let name = casebook_domain::text_field("name", Some(&input.name), 2000, true, &mut errors);
         let event_type = match input.event_type.as_deref() {
@@ -821,7 +837,7 @@ impl App {
                     SdvRequirement::default()
                 }),
             };
-            let mut version_oid = |field: String, v: &str| -> Option<Oid> {
+            let version_oid = |errors: &mut Vec<FieldError>, field: String, v: &str| -> Option<Oid> {
                 match form.versions.iter().find(|x| x.oid.as_str() == v || x.label == v) {
                     Some(x) => Some(x.oid.clone()),
                     None => {
@@ -830,12 +846,13 @@ impl App {
                     }
                 }
             };
-            let default_version = f.default_version.as_deref().and_then(|v| version_oid(at("default_version"), v));
+            let default_version =
+                f.default_version.as_deref().and_then(|v| version_oid(&mut errors, at("default_version"), v));
             let allowed_versions: Vec<Oid> = f
                 .allowed_versions
                 .iter()
                 .enumerate()
-                .filter_map(|(k, v)| version_oid(format!("forms[{i}].allowed_versions[{k}]"), v))
+                .filter_map(|(k, v)| version_oid(&mut errors, format!("forms[{i}].allowed_versions[{k}]"), v))
                 .collect();
             if let Some(d) = &default_version
                 && !allowed_versions.is_empty()
@@ -845,6 +862,39 @@ impl App {
                     at("default_version"),
                     "the default version must be one of the allowed versions",
                 ));
+            }
+            let mut site_settings = std::collections::BTreeMap::new();
+            for (site_oid, st) in &f.site_settings {
+                if !sites.iter().any(|s| &s.oid == site_oid) {
+                    errors
+                        .push(FieldError::new(at("site_settings"), format!("{site_oid} is not a site of this study")));
+                    continue;
+                }
+                let field = |x: &str| format!("forms[{i}].site_settings.{site_oid}.{x}");
+                let default_version =
+                    st.default_version.as_deref().and_then(|v| version_oid(&mut errors, field("default_version"), v));
+                let allowed: Vec<Oid> = st
+                    .allowed_versions
+                    .iter()
+                    .filter_map(|v| version_oid(&mut errors, field("allowed_versions"), v))
+                    .collect();
+                if let Some(d) = &default_version
+                    && !allowed.is_empty()
+                    && !allowed.contains(d)
+                {
+                    errors.push(FieldError::new(
+                        field("default_version"),
+                        "the default version must be one of the site's allowed versions",
+                    ));
+                }
+                site_settings.insert(
+                    site_oid.clone(),
+                    casebook_domain::design::SiteFormSettings {
+                        default_version,
+                        allowed_versions: allowed,
+                        hidden: st.hidden,
+                    },
+                );
             }
             let mut null_flavours = Vec::new();
             for code in &f.null_flavours {
@@ -865,6 +915,7 @@ impl App {
                 default_version,
                 allowed_versions,
                 null_flavours,
+                site_settings,
             });
         }
         let (Some(name), Some(event_type)) = (name, event_type) else {

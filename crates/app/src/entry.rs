@@ -126,6 +126,8 @@ pub(crate) struct Located {
     pub(crate) access: crate::access::Access,
     /// Whether the principal may enter data (not only edit completed forms).
     pub(crate) may_enter: bool,
+    /// The participant's site OID (`None` at study level).
+    pub(crate) site_oid: Option<String>,
     pub(crate) participant: ParticipantRow,
     pub(crate) study: casebook_store::studies::StudyRow,
     pub(crate) site_id: Option<i64>,
@@ -164,7 +166,7 @@ impl App {
             .find(|f| f.form_oid.as_str() == form_oid)
             .cloned()
             .ok_or(AppError::NotFound("form in this event"))?;
-        if event_form.hidden_from_sites && site.id != study.id && !access.study_wide() {
+        if site.id != study.id && !access.study_wide() && event_form.hidden_at(Some(site.oid.as_str())) {
             return Err(AppError::NotFound("form in this event"));
         }
         let event = self
@@ -185,6 +187,7 @@ impl App {
         Ok(Located {
             access,
             may_enter,
+            site_oid: (site.id != study.id).then(|| site.oid.clone()),
             participant: p,
             study,
             site_id,
@@ -240,10 +243,12 @@ impl App {
                 (f.id, f.form_version_oid.clone(), f.status == FormStatus::Complete.as_str(), rows)
             }
             None => {
-                let allowed: Vec<&str> = if loc.event_form.allowed_versions.is_empty() {
+                let site_oid = loc.site_oid.as_deref();
+                let restricted = loc.event_form.allowed_versions_at(site_oid);
+                let allowed: Vec<&str> = if restricted.is_empty() {
                     form_def.versions.iter().map(|v| v.oid.as_str()).collect()
                 } else {
-                    loc.event_form.allowed_versions.iter().map(|v| v.as_str()).collect()
+                    restricted.iter().map(|v| v.as_str()).collect()
                 };
                 let chosen = match input.form_version.as_deref() {
                     Some(v) if allowed.contains(&v) => v.to_owned(),
@@ -255,8 +260,8 @@ impl App {
                     }
                     None => loc
                         .event_form
-                        .default_version
-                        .as_ref()
+                        .default_version_at(site_oid)
+                        .filter(|d| allowed.contains(&d.as_str()))
                         .map(ToString::to_string)
                         .or_else(|| allowed.last().map(|s| (*s).to_owned()))
                         .ok_or(AppError::NotFound("form version"))?,

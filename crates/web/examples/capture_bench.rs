@@ -245,6 +245,7 @@ async fn set_up_design(app: &App) -> Bench {
                 default_version: None,
                 allowed_versions: Vec::new(),
                 null_flavours: Vec::new(),
+                site_settings: std::collections::BTreeMap::new(),
             })
             .collect();
         let input = EventInput {

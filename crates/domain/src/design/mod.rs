@@ -222,6 +222,48 @@ pub struct EventForm {
     /// Null flavour codes allowed instead of a value (from [`NULL_FLAVOURS`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub null_flavours: Vec<String>,
+    /// Site-level settings (OpenClinica's site rows of the event definition CRF), by site OID.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub site_settings: BTreeMap<String, SiteFormSettings>,
+}
+
+/// What a site changes about a form in an event: which versions its staff may use, the default
+/// one, and whether its staff see the form at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteFormSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_version: Option<Oid>,
+    /// Versions the site may use; empty means the event's own choice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_versions: Vec<Oid>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hidden: bool,
+}
+
+impl EventForm {
+    /// The versions a site may use (the site's restriction, else the event's; empty = all).
+    #[must_use]
+    pub fn allowed_versions_at(&self, site_oid: Option<&str>) -> &[Oid] {
+        match site_oid.and_then(|s| self.site_settings.get(s)).filter(|s| !s.allowed_versions.is_empty()) {
+            Some(s) => &s.allowed_versions,
+            None => &self.allowed_versions,
+        }
+    }
+
+    /// The version pre-selected at a site.
+    #[must_use]
+    pub fn default_version_at(&self, site_oid: Option<&str>) -> Option<&Oid> {
+        site_oid
+            .and_then(|s| self.site_settings.get(s))
+            .and_then(|s| s.default_version.as_ref())
+            .or(self.default_version.as_ref())
+    }
+
+    /// Whether the form is hidden from a site's staff.
+    #[must_use]
+    pub fn hidden_at(&self, site_oid: Option<&str>) -> bool {
+        self.hidden_from_sites || site_oid.and_then(|s| self.site_settings.get(s)).is_some_and(|s| s.hidden)
+    }
 }
 
 impl EventForm {
@@ -237,6 +279,7 @@ impl EventForm {
             default_version: None,
             allowed_versions: Vec::new(),
             null_flavours: Vec::new(),
+            site_settings: BTreeMap::new(),
         }
     }
 }

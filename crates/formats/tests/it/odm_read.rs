@@ -455,6 +455,7 @@ fn openclinica_form_versions_are_one_form_with_per_version_details() {
             default_version: Some(oid("F_VITALS_V2")),
             allowed_versions: vec![],
             null_flavours: vec!["NI".into(), "UNK".into()],
+            site_settings: std::collections::BTreeMap::new(),
         }]
     );
     let follow_up = &design.events[1];

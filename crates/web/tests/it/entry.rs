@@ -548,3 +548,72 @@ async fn frozen_t(t: TestApp) {
     let (s, e) = f.save(json!({"values": [{"item": "weight", "value": "70"}]})).await;
     assert_eq!(s, StatusCode::OK, "{e}");
 }
+
+both!(sites_use_the_versions_allowed_for_them, site_versions_t);
+async fn site_versions_t(t: TestApp) {
+    let dm = t.key("demo_dm").await;
+    let v2 = "
+        | survey |
+        | | type | name | label | bind::oc:itemgroup |
+        | | date | vs_date | Date of measurement | vs |
+        | | decimal | weight | Weight (kg) | vs |
+        | | decimal | waist | Waist (cm) | vs |
+        | settings |
+        | | form_title | form_id | version |
+        | | Vital signs | vital_signs | v2.0 |
+    ";
+    let r = crate::client()
+        .post(t.url("/api/v1/studies/S_DEMO/design/forms?file_name=v2.md"))
+        .bearer_auth(&dm)
+        .body(v2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let settings = |sites: Value| json!({"name": "Baseline", "type": "scheduled", "forms": [{"form": "F_VITAL_SIGNS", "default_version": "v2.0", "site_settings": sites}]});
+    let (s, e) = t
+        .send(&dm, Method::PUT, "/api/v1/studies/S_DEMO/design/events/SE_BASELINE", settings(json!({"S_NOPE": {}})))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(e["message"].as_str().unwrap().contains("S_NOPE is not a site"), "{e}");
+    let (s, e) = t
+        .send(
+            &dm,
+            Method::PUT,
+            "/api/v1/studies/S_DEMO/design/events/SE_BASELINE",
+            settings(json!({"S_DEMOA": {"allowed_versions": ["v1.0"]}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let (_, p) = t.post(&dm, "/api/v1/studies/S_DEMO/design/publish", json!({})).await;
+    let (s, _) = t
+        .post(&dm, &format!("/api/v1/studies/S_DEMO/design/versions/{}/promote", p["version"]["number"]), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+
+    // DEMO-A keeps version 1.0; DEMO-B starts in the event's default, version 2.0.
+    for (user, site, expected) in
+        [("demo_crc", "S_DEMOA", "F_VITAL_SIGNS_V10"), ("demo_crc_b", "S_DEMOB", "F_VITAL_SIGNS_V20")]
+    {
+        let key = t.key(user).await;
+        let (_, p) = t
+            .post(
+                &key,
+                "/api/v1/studies/S_DEMO/participants",
+                json!({"site": site, "sex": "f", "date_of_birth": "1980-01-01", "enrolled_on": "2026-01-10"}),
+            )
+            .await;
+        let label = p["label"].as_str().unwrap().to_owned();
+        t.post(&key, &format!("/api/v1/studies/S_DEMO/participants/{label}/events"), json!({"event": "SE_BASELINE"}))
+            .await;
+        let path = format!("/api/v1/studies/S_DEMO/participants/{label}/events/SE_BASELINE/1/forms/F_VITAL_SIGNS");
+        if site == "S_DEMOA" {
+            let (s, e) =
+                t.send(&key, Method::PUT, &path, json!({"form_version": "F_VITAL_SIGNS_V20", "values": []})).await;
+            assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+        }
+        let (s, saved) = t.send(&key, Method::PUT, &path, json!({"values": [{"item": "weight", "value": "70"}]})).await;
+        assert_eq!(s, StatusCode::OK, "{saved}");
+        assert_eq!(saved["form"]["form_version_oid"], expected, "{user}");
+    }
+}
