@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use casebook_domain::audit::AuditEntry;
 use casebook_domain::capture::evaluate::Slot;
-use casebook_domain::capture::status::{EventStatus, FormStatus};
 use casebook_domain::role::Role;
 use serde::{Deserialize, Serialize};
 
@@ -288,23 +287,7 @@ impl App {
                 .new_value(serde_json::json!({ "status": "complete", "matched": comparison.matched, "resolved": comparison.mismatches.len() })),
         )
         .await?;
-        let def = loc.design.event(event_oid).ok_or(AppError::NotFound("event definition"))?;
-        let all_required = def.forms.iter().filter(|x| x.required).all(|x| {
-            x.form_oid.as_str() == form_oid
-                || forms.iter().any(|g| g.form_oid == x.form_oid.as_str() && g.status == FormStatus::Complete.as_str())
-        });
-        let status = EventStatus::parse(&loc.event.status).unwrap_or(EventStatus::Scheduled);
-        let next = status.after_form_completed(all_required);
-        if next != status {
-            tx.set_event_status(loc.event.id, next.as_str()).await?;
-            tx.audit(
-                AuditEntry::new("event.status_changed", "study_event", self.event_key(&loc))
-                    .study(Some(loc.study.id), loc.site_id)
-                    .old(serde_json::json!({ "status": status.as_str() }))
-                    .new_value(serde_json::json!({ "status": next.as_str() })),
-            )
-            .await?;
-        }
+        let next = self.event_after_completion(&mut tx, &loc, &forms, event_oid, form_oid).await?;
         tx.commit().await?;
         let form = self.form_view(loc.event.id, form_oid).await?;
         Ok(SavedForm { form, event_status: next.as_str().to_owned(), open_issues: Vec::new() })

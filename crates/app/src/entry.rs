@@ -637,6 +637,22 @@ impl App {
                 .new_value(serde_json::json!({ "status": "complete", "electronic_signature": loc.event_form.electronic_signature })),
         )
         .await?;
+        let next = self.event_after_completion(&mut tx, &loc, &forms, event_oid, form_oid).await?;
+        tx.commit().await?;
+        let form = self.form_view(loc.event.id, form_oid).await?;
+        Ok(SavedForm { form, event_status: next.as_str().to_owned(), open_issues: Vec::new() })
+    }
+
+    /// Moves the event on after one of its forms was completed (it completes when every
+    /// required form is complete), with its audit row; returns the event's status.
+    pub(crate) async fn event_after_completion(
+        &self,
+        tx: &mut casebook_store::WriteTx,
+        loc: &Located,
+        forms: &[FormDataRow],
+        event_oid: &str,
+        form_oid: &str,
+    ) -> Result<EventStatus, AppError> {
         let def = loc.design.event(event_oid).ok_or(AppError::NotFound("event definition"))?;
         let all_required = def.forms.iter().filter(|x| x.required).all(|x| {
             x.form_oid.as_str() == form_oid
@@ -647,16 +663,14 @@ impl App {
         if next != status {
             tx.set_event_status(loc.event.id, next.as_str()).await?;
             tx.audit(
-                AuditEntry::new("event.status_changed", "study_event", self.event_key(&loc))
+                AuditEntry::new("event.status_changed", "study_event", self.event_key(loc))
                     .study(Some(loc.study.id), loc.site_id)
                     .old(serde_json::json!({ "status": status.as_str() }))
                     .new_value(serde_json::json!({ "status": next.as_str() })),
             )
             .await?;
         }
-        tx.commit().await?;
-        let form = self.form_view(loc.event.id, form_oid).await?;
-        Ok(SavedForm { form, event_status: next.as_str().to_owned(), open_issues: Vec::new() })
+        Ok(next)
     }
 
     pub(crate) async fn stale(&self, f: &FormDataRow, expected: i64) -> AppError {
