@@ -150,6 +150,11 @@ fn parse_instant(field: &str, text: &str, errors: &mut Vec<FieldError>) -> Optio
     }
 }
 
+/// A reason given with an action: trimmed, and none when blank.
+fn clean_reason(reason: Option<String>) -> Option<String> {
+    reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty())
+}
+
 /// Fills an automatic ID template: `{site}`, `{study}`, `{n}`, `{n:04}`.
 fn fill_template(template: &str, site: &str, study: &str, n: i64) -> String {
     let mut out = String::new();
@@ -224,6 +229,12 @@ impl App {
     pub(crate) fn may(access: &Access, study: &StudyRow, site: &StudyRow, p: Permission) -> bool {
         let status = site.status.parse().unwrap_or(StudyStatus::Design);
         if site.id == study.id { access.can_study(p) } else { access.can_site(site.id, status, p) }
+    }
+
+    /// The participant as it is now (after a change).
+    async fn participant_view_of(&self, study_id: i64, oid: &str) -> Result<ParticipantView, AppError> {
+        let row = self.store().participant(study_id, oid).await?.ok_or(AppError::NotFound("participant"))?;
+        self.participant_view(&row).await
     }
 
     async fn participant_view(&self, p: &ParticipantRow) -> Result<ParticipantView, AppError> {
@@ -410,8 +421,7 @@ impl App {
         )
         .await?;
         tx.commit().await?;
-        let row = self.store().participant(study.id, &oid_text).await?.ok_or(AppError::NotFound("participant"))?;
-        self.participant_view(&row).await
+        self.participant_view_of(study.id, &oid_text).await
     }
 
     /// Participants of a study the principal may see (site users: their sites), by ID.
@@ -547,7 +557,7 @@ impl App {
         if p.status == "removed" || p.status == "auto_removed" {
             return Err(AppError::InvalidTransition(format!("participant {} is already removed", p.label)));
         }
-        let reason = reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
+        let reason = clean_reason(reason);
         let mut tx = self.store().write(who.actor()).await?;
         let (events, forms) = tx.remove_participant(p.id).await?;
         tx.audit(
@@ -559,8 +569,7 @@ impl App {
         )
         .await?;
         tx.commit().await?;
-        let row = self.store().participant(study.id, &p.oid).await?.ok_or(AppError::NotFound("participant"))?;
-        self.participant_view(&row).await
+        self.participant_view_of(study.id, &p.oid).await
     }
 
     /// Restores a removed participant, and only what its removal auto-removed.
@@ -581,7 +590,7 @@ impl App {
         if p.status != "removed" {
             return Err(AppError::InvalidTransition(format!("participant {} is not removed", p.label)));
         }
-        let reason = reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
+        let reason = clean_reason(reason);
         let mut tx = self.store().write(who.actor()).await?;
         let (events, forms) = tx.restore_participant(p.id).await?;
         tx.audit(
@@ -595,8 +604,7 @@ impl App {
         )
         .await?;
         tx.commit().await?;
-        let row = self.store().participant(study.id, &p.oid).await?.ok_or(AppError::NotFound("participant"))?;
-        self.participant_view(&row).await
+        self.participant_view_of(study.id, &p.oid).await
     }
 
     /// Moves a participant to another site of the study (OpenClinica "reassign").
@@ -624,7 +632,7 @@ impl App {
         if p.status == "removed" {
             return Err(AppError::InvalidTransition(format!("participant {} is removed; restore it first", p.label)));
         }
-        let reason = reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
+        let reason = clean_reason(reason);
         let mut tx = self.store().write(who.actor()).await?;
         tx.set_participant_site(p.id, target.id).await?;
         tx.audit(
@@ -636,8 +644,7 @@ impl App {
         )
         .await?;
         tx.commit().await?;
-        let row = self.store().participant(study.id, &p.oid).await?.ok_or(AppError::NotFound("participant"))?;
-        self.participant_view(&row).await
+        self.participant_view_of(study.id, &p.oid).await
     }
 
     /// The audit trail of a participant and everything under it (events, forms, values).

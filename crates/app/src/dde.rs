@@ -96,10 +96,7 @@ impl App {
         form_oid: &str,
         input: DdeInput,
     ) -> Result<DdeComparison, AppError> {
-        let loc = self.locate_form(who, study_oid, participant, event_oid, repeat_key, form_oid).await?;
-        if !loc.may_enter {
-            return Err(AppError::Forbidden("enter data here now (the study's status does not allow it)"));
-        }
+        let loc = self.locate_for_entry(who, study_oid, participant, event_oid, repeat_key, form_oid).await?;
         let mut tx = self.store().write(who.actor()).await?;
         let f = tx
             .forms_of_event(loc.event.id)
@@ -177,10 +174,7 @@ impl App {
         form_oid: &str,
         input: DdeCompleteInput,
     ) -> Result<SavedForm, AppError> {
-        let loc = self.locate_form(who, study_oid, participant, event_oid, repeat_key, form_oid).await?;
-        if !loc.may_enter {
-            return Err(AppError::Forbidden("enter data here now (the study's status does not allow it)"));
-        }
+        let loc = self.locate_for_entry(who, study_oid, participant, event_oid, repeat_key, form_oid).await?;
         let mut tx = self.store().write(who.actor()).await?;
         let forms = tx.forms_of_event(loc.event.id).await?;
         let f = forms.iter().find(|f| f.form_oid == form_oid).cloned().ok_or(AppError::NotFound("started form"))?;

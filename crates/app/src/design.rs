@@ -11,7 +11,7 @@ use casebook_domain::design::diff::{DesignDiff, diff};
 use casebook_domain::design::{EventDef, EventForm, EventType, NULL_FLAVOURS, SdvRequirement, StudyDesign};
 use casebook_domain::oid::{self, Oid, OidKind};
 use casebook_domain::role::Permission;
-use casebook_formats::diagnostic::{Diagnostic, Diagnostics, Location};
+use casebook_formats::diagnostic::{Diagnostic, Location};
 use casebook_formats::workbook::Workbook;
 use casebook_formats::xlsform;
 use casebook_store::designs::DesignVersionRow;
@@ -1150,10 +1150,4 @@ fn check_complete(design: &StudyDesign) -> Vec<String> {
         }
     }
     out
-}
-
-/// Diagnostics as plain lines, for the CLI.
-#[must_use]
-pub fn diagnostics_text(d: &Diagnostics) -> String {
-    d.0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
 }

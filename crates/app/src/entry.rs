@@ -570,10 +570,7 @@ impl App {
         form_oid: &str,
         input: CompleteFormInput,
     ) -> Result<SavedForm, AppError> {
-        let loc = self.locate_form(who, study_oid, participant, event_oid, repeat_key, form_oid).await?;
-        if !loc.may_enter {
-            return Err(AppError::Forbidden("complete forms here now (the study's status does not allow it)"));
-        }
+        let loc = self.locate_for_entry(who, study_oid, participant, event_oid, repeat_key, form_oid).await?;
         if loc.event_form.electronic_signature {
             let password = input.password.as_deref().unwrap_or("");
             if !self.password_matches(who, password).await? {
@@ -671,6 +668,24 @@ impl App {
             .await?;
         }
         Ok(next)
+    }
+
+    /// [`Self::locate_form`] for actions that enter data (start, complete, re-key), which the
+    /// right to edit completed forms alone does not allow.
+    pub(crate) async fn locate_for_entry(
+        &self,
+        who: &Principal,
+        study_oid: &str,
+        participant: &str,
+        event_oid: &str,
+        repeat_key: i32,
+        form_oid: &str,
+    ) -> Result<Located, AppError> {
+        let loc = self.locate_form(who, study_oid, participant, event_oid, repeat_key, form_oid).await?;
+        if !loc.may_enter {
+            return Err(AppError::Forbidden("enter data here now (the study's status does not allow it)"));
+        }
+        Ok(loc)
     }
 
     pub(crate) async fn stale(&self, f: &FormDataRow, expected: i64) -> AppError {

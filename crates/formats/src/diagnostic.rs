@@ -92,10 +92,6 @@ impl Diagnostics {
     pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
         self.0.iter().filter(|d| d.severity == Severity::Error)
     }
-
-    pub fn extend(&mut self, other: Diagnostics) {
-        self.0.extend(other.0);
-    }
 }
 
 /// A location in a sheet.
