@@ -10,6 +10,7 @@ use casebook_domain::study::{Collect, DobCollection, IdGeneration, StudyParamete
 use casebook_store::capture::{NewParticipant, ParticipantRow, StudyEventRow};
 use casebook_store::studies::StudyRow;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use time::OffsetDateTime;
 
 use crate::App;
@@ -191,13 +192,12 @@ impl App {
     }
 
     /// The design data are entered against: the version in Production.
-    pub(crate) async fn production_design(&self, study_id: i64) -> Result<(i32, StudyDesign), AppError> {
-        let row = self.store().design_production_version(study_id).await?.ok_or_else(|| {
+    pub(crate) async fn production_design(&self, study_id: i64) -> Result<(i32, Arc<StudyDesign>), AppError> {
+        self.production_design_opt(study_id).await?.ok_or_else(|| {
             AppError::InvalidTransition(
                 "the study has no design in Production yet; publish and promote one first".into(),
             )
-        })?;
-        Ok((row.number, serde_json::from_str(&row.document).map_err(internal)?))
+        })
     }
 
     /// A participant the principal may see, with the study, access and site.
@@ -693,10 +693,7 @@ impl App {
         participant: &str,
     ) -> Result<CasebookView, AppError> {
         let (study, _, p, _) = self.visible_participant(who, study_oid, participant).await?;
-        let design = match self.store().design_production_version(study.id).await? {
-            Some(v) => serde_json::from_str::<StudyDesign>(&v.document).map_err(internal)?,
-            None => StudyDesign::default(),
-        };
+        let design = self.production_design_opt(study.id).await?.map(|(_, d)| d).unwrap_or_default();
         let events = self.store().study_events(p.id).await?;
         let forms = self.store().forms_of_participant(p.id).await?;
         let mut values_by_form: std::collections::HashMap<i64, Vec<ValueView>> = std::collections::HashMap::new();

@@ -160,14 +160,9 @@ impl App {
         let form = |oid: &str, required: bool| EventFormInput {
             form: oid.to_owned(),
             required,
-            double_data_entry: false,
             sdv: Some("full".to_owned()),
-            electronic_signature: false,
-            hidden_from_sites: false,
-            default_version: None,
-            allowed_versions: Vec::new(),
             null_flavours: vec!["NA".to_owned(), "UNK".to_owned()],
-            site_settings: std::collections::BTreeMap::new(),
+            ..EventFormInput::default()
         };
         let baseline = self.save_event(who, study_oid, None, event("Baseline", "scheduled", false, vec![])).await?;
         for (file, bytes) in DEMO_FORMS {
@@ -185,7 +180,17 @@ impl App {
             who,
             study_oid,
             None,
-            event("Follow-up", "scheduled", true, vec![form(DEMO_FORM_OIDS[0], true)]),
+            // Follow-up visits verify only the weight and blood pressure (item-level SDV).
+            event(
+                "Follow-up",
+                "scheduled",
+                true,
+                vec![EventFormInput {
+                    sdv: Some("partial".to_owned()),
+                    sdv_items: vec!["I_VITAL_WEIGHT".to_owned(), "I_VITAL_SYS".to_owned(), "I_VITAL_DIA".to_owned()],
+                    ..form(DEMO_FORM_OIDS[0], true)
+                }],
+            ),
         )
         .await?;
         self.save_event(

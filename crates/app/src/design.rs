@@ -8,7 +8,9 @@
 
 use casebook_domain::audit::AuditEntry;
 use casebook_domain::design::diff::{DesignDiff, diff};
-use casebook_domain::design::{EventDef, EventForm, EventType, NULL_FLAVOURS, SdvRequirement, StudyDesign};
+use casebook_domain::design::{
+    EventDef, EventForm, EventType, HiddenValues, NULL_FLAVOURS, SdvRequirement, StudyDesign,
+};
 use casebook_domain::oid::{self, Oid, OidKind};
 use casebook_domain::role::Permission;
 use casebook_formats::diagnostic::{Diagnostic, Location};
@@ -133,7 +135,7 @@ pub struct EventInput {
 }
 
 /// A form's settings in an event, as the API receives them.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventFormInput {
     /// The form OID.
@@ -145,6 +147,13 @@ pub struct EventFormInput {
     /// `full`, `partial`, `not_required` (default) or `not_applicable` (or OpenClinica's 1–4).
     #[serde(default)]
     pub sdv: Option<String>,
+    /// Item-level SDV (with `sdv: partial`): the items, by OID or name, a monitor verifies one by one.
+    #[serde(default)]
+    pub sdv_items: Vec<String>,
+    /// `clear` (default): values of items hidden by skip logic are cleared, audited; `refuse`:
+    /// such a save is refused until the value is cleared in it.
+    #[serde(default)]
+    pub hidden_values: Option<String>,
     #[serde(default)]
     pub electronic_signature: bool,
     #[serde(default)]
@@ -837,6 +846,38 @@ impl App {
                     SdvRequirement::default()
                 }),
             };
+            let mut sdv_items: Vec<Oid> = Vec::new();
+            for (k, name) in f.sdv_items.iter().enumerate() {
+                let found = form
+                    .versions
+                    .iter()
+                    .flat_map(|v| v.items.iter())
+                    .find(|it| it.oid.as_str() == name || it.name == *name);
+                match found {
+                    Some(it) if sdv_items.contains(&it.oid) => errors.push(FieldError::new(
+                        format!("forms[{i}].sdv_items[{k}]"),
+                        format!("item {} is listed twice", it.oid),
+                    )),
+                    Some(it) => sdv_items.push(it.oid.clone()),
+                    None => errors.push(FieldError::new(
+                        format!("forms[{i}].sdv_items[{k}]"),
+                        format!("form {} has no item {name} in any version", form.oid),
+                    )),
+                }
+            }
+            if !f.sdv_items.is_empty() && sdv != SdvRequirement::Partial {
+                errors.push(FieldError::new(
+                    at("sdv_items"),
+                    "item-level SDV needs the partial requirement (sdv: partial)",
+                ));
+            }
+            let hidden_values = match f.hidden_values.as_deref() {
+                None => HiddenValues::Clear,
+                Some(h) => HiddenValues::parse(h).unwrap_or_else(|| {
+                    errors.push(FieldError::new(at("hidden_values"), format!("'{h}' is not clear or refuse")));
+                    HiddenValues::Clear
+                }),
+            };
             let version_oid = |errors: &mut Vec<FieldError>, field: String, v: &str| -> Option<Oid> {
                 match form.versions.iter().find(|x| x.oid.as_str() == v || x.label == v) {
                     Some(x) => Some(x.oid.clone()),
@@ -910,6 +951,8 @@ impl App {
                 required: f.required,
                 double_data_entry: f.double_data_entry,
                 sdv,
+                sdv_items,
+                hidden_values,
                 electronic_signature: f.electronic_signature,
                 hidden_from_sites: f.hidden_from_sites,
                 default_version,

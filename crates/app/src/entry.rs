@@ -11,7 +11,7 @@ use casebook_domain::audit::AuditEntry;
 use casebook_domain::capture::evaluate::{EvalContext, FormValues, Slot, evaluate};
 use casebook_domain::capture::status::{EventStatus, FormStatus};
 use casebook_domain::capture::values;
-use casebook_domain::design::{EventForm, FormVersion, StudyDesign};
+use casebook_domain::design::{EventForm, FormVersion, HiddenValues, StudyDesign};
 use casebook_domain::study::StudyParameters;
 use casebook_store::capture::{FormDataRow, ItemDataRow, ParticipantRow, StudyEventRow};
 use serde::{Deserialize, Serialize};
@@ -133,7 +133,7 @@ pub(crate) struct Located {
     pub(crate) site_id: Option<i64>,
     pub(crate) params: StudyParameters,
     pub(crate) design_number: i32,
-    pub(crate) design: StudyDesign,
+    pub(crate) design: std::sync::Arc<StudyDesign>,
     pub(crate) event: StudyEventRow,
     pub(crate) event_form: EventForm,
 }
@@ -347,6 +347,30 @@ impl App {
         let ctx = EvalContext { today: now.date(), now };
         let mut fv = values_of(version, &held, &old_rows, &deleted_rows);
         let mut evaluation = evaluate(version, &fv, &ctx);
+        if loc.event_form.hidden_values == HiddenValues::Refuse && !evaluation.hidden_with_values.is_empty() {
+            let refused: Vec<ValueProblem> = evaluation
+                .hidden_with_values
+                .iter()
+                .map(|s| {
+                    problem_of(
+                        &s.item_oid,
+                        &s.group_oid,
+                        s.row,
+                        "hidden_item_value",
+                        format!(
+                            "{} is hidden by the form's skip logic, so it may not hold a value; clear it in the same save",
+                            s.item_oid
+                        ),
+                        held.get(s).and_then(|h| h.value.clone()),
+                    )
+                })
+                .collect();
+            return Err(rejected(
+                "hidden_item_value",
+                format!("{} value(s) of hidden items; nothing was saved", refused.len()),
+                &refused,
+            ));
+        }
         let mut cleared_by_logic = Vec::new();
         for s in &evaluation.hidden_with_values {
             if held.remove(s).is_some() {

@@ -24,6 +24,7 @@ pub use access::Access;
 pub use auth::Principal;
 pub use error::AppError;
 
+use casebook_domain::design::StudyDesign;
 use casebook_domain::password::PasswordPolicy;
 use casebook_store::Store;
 use std::sync::Arc;
@@ -100,12 +101,21 @@ pub struct App {
     store: Store,
     security: Arc<SecuritySettings>,
     dummy_hash: Arc<tokio::sync::OnceCell<String>>,
+    /// Published designs by (study id, version number), parsed once: published versions never
+    /// change (the database refuses it), so an entry never goes stale.
+    designs: Arc<std::sync::Mutex<DesignCache>>,
 }
+
+/// Parsed designs by (study id, version number).
+type DesignCache = std::collections::HashMap<(i64, i32), Arc<StudyDesign>>;
+
+/// How many parsed designs the cache keeps before it starts over.
+const DESIGN_CACHE_SIZE: usize = 64;
 
 impl App {
     #[must_use]
     pub fn new(store: Store, security: SecuritySettings) -> Self {
-        Self { store, security: Arc::new(security), dummy_hash: Arc::default() }
+        Self { store, security: Arc::new(security), dummy_hash: Arc::default(), designs: Arc::default() }
     }
 
     #[must_use]
@@ -127,6 +137,33 @@ impl App {
             .await
     }
 
+    /// The design in Production (its number and document), parsed once per version.
+    ///
+    /// # Errors
+    /// Storage failures; internal when the stored document does not parse.
+    pub(crate) async fn production_design_opt(
+        &self,
+        study_id: i64,
+    ) -> Result<Option<(i32, Arc<StudyDesign>)>, AppError> {
+        let Some(number) = self.store.design_production_number(study_id).await? else {
+            return Ok(None);
+        };
+        if let Some(d) = self.designs.lock().map_err(|_| poisoned())?.get(&(study_id, number)) {
+            return Ok(Some((number, Arc::clone(d))));
+        }
+        let Some(row) = self.store.design_production_version(study_id).await? else {
+            return Ok(None);
+        };
+        let design: Arc<StudyDesign> =
+            Arc::new(serde_json::from_str(&row.document).map_err(error::anyhow_like::internal)?);
+        let mut cache = self.designs.lock().map_err(|_| poisoned())?;
+        if cache.len() >= DESIGN_CACHE_SIZE {
+            cache.clear();
+        }
+        cache.insert((study_id, row.number), Arc::clone(&design));
+        Ok(Some((row.number, design)))
+    }
+
     /// A hash of a random password, made once, to verify against for unknown usernames.
     async fn dummy_hash(&self) -> Result<String, AppError> {
         self.dummy_hash
@@ -140,4 +177,8 @@ impl App {
             .await
             .cloned()
     }
+}
+
+fn poisoned() -> AppError {
+    error::anyhow_like::msg("the design cache is unusable (a thread panicked while holding it)")
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::App;
 use crate::auth::Principal;
-use crate::error::{AppError, anyhow_like};
+use crate::error::AppError;
 
 /// The query parameters a matrix request may carry.
 pub const MATRIX_PARAMS: &[&str] = &["site", "status", "q", "event", "event_status", "sort", "page_size", "after"];
@@ -108,23 +108,6 @@ pub struct MatrixView {
     pub next: Option<String>,
     /// How many participants the filters select, on every page together.
     pub total: i64,
-}
-
-/// Just the events of a design document (the forms' contents are skipped, not built).
-#[derive(Deserialize)]
-struct EventsOnly {
-    #[serde(default)]
-    events: Vec<EventHead>,
-}
-
-#[derive(Deserialize)]
-struct EventHead {
-    oid: String,
-    name: String,
-    #[serde(default)]
-    repeating: bool,
-    #[serde(default)]
-    forms: Vec<serde::de::IgnoredAny>,
 }
 
 /// A checked request.
@@ -281,12 +264,10 @@ impl App {
         let (study, access) = self.study_with_access(who, study_oid).await?;
         let mut checked = check(params).map_err(AppError::Validation)?;
 
-        let events = match self.store().design_production_version(study.id).await? {
-            Some(v) => serde_json::from_str::<EventsOnly>(&v.document).map_err(anyhow_like::internal)?.events,
-            None => Vec::new(),
-        };
+        let design = self.production_design_opt(study.id).await?.map(|(_, d)| d).unwrap_or_default();
+        let events = &design.events;
         if let Some(e) = &checked.event
-            && !events.iter().any(|d| d.oid == *e)
+            && !events.iter().any(|d| d.oid.as_str() == e)
         {
             return Err(AppError::invalid("event", format!("the design in Production has no event {e}")));
         }
@@ -349,8 +330,13 @@ impl App {
             });
         }
         let events = events
-            .into_iter()
-            .map(|e| MatrixEventDef { oid: e.oid, name: e.name, repeating: e.repeating, forms: e.forms.len() })
+            .iter()
+            .map(|e| MatrixEventDef {
+                oid: e.oid.to_string(),
+                name: e.name.clone(),
+                repeating: e.repeating,
+                forms: e.forms.len(),
+            })
             .collect();
         Ok(MatrixView { events, rows, next, total })
     }

@@ -12,12 +12,12 @@
 
 use casebook_domain::audit::AuditEntry;
 use casebook_domain::capture::status::{EventStatus, FormStatus};
-use casebook_domain::design::{EventDef, SdvRequirement, StudyDesign};
+use casebook_domain::design::{EventDef, EventForm, SdvRequirement, StudyDesign};
 use casebook_domain::role::{Permission, RoleLevel};
 use casebook_domain::study::StudyStatus;
 use casebook_store::WriteTx;
 use casebook_store::capture::{FormDataRow, ItemDataRow, ParticipantRow, StudyEventRow};
-use casebook_store::review::{NewSignature, SdvRow, SignatureRow};
+use casebook_store::review::{ItemSdvMark, ItemSdvRow, NewSignature, SdvRow, SignatureRow};
 use casebook_store::studies::StudyRow;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -61,6 +61,9 @@ pub const OC_AUDIT_TYPES: &[(&str, Option<&str>, u8)] = &[
     ("form.sdv_verified", None, 32),
     ("form.sdv_unverified", None, 32),
     ("form.sdv_reset", None, 32),
+    ("item.sdv_verified", None, 32),
+    ("item.sdv_unverified", None, 32),
+    ("item.sdv_reset", None, 32),
     ("form.started", None, 41),
 ];
 
@@ -246,11 +249,28 @@ impl std::fmt::Debug for SignInput {
     }
 }
 
-/// Verifying a form against source documents, or withdrawing the verification.
+/// Verifying a form (or some of its values) against source documents, or withdrawing the
+/// verification.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SdvInput {
     pub verified: bool,
+    /// Item-level SDV: the values to verify; empty verifies the whole form.
+    #[serde(default)]
+    pub items: Vec<SdvItemInput>,
+}
+
+/// One value of a form: the item (OID or name) and its row (1 outside repeating groups).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SdvItemInput {
+    pub item: String,
+    #[serde(default = "first_row")]
+    pub row: u32,
+}
+
+fn first_row() -> u32 {
+    1
 }
 
 /// A participant's review state: statuses, verification, signatures.
@@ -298,6 +318,39 @@ pub struct SdvView {
     /// When data changed after the last verification.
     #[serde(with = "time::serde::rfc3339::option")]
     pub changed_at: Option<OffsetDateTime>,
+    /// Item-level SDV: the items the design asks to verify one by one (empty: the whole form).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sdv_items: Vec<String>,
+    /// Values verified one by one (or changed since), in form order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<ItemSdvView>,
+}
+
+/// The verification of one value of a form.
+#[derive(Debug, Clone, Serialize)]
+pub struct ItemSdvView {
+    pub item_oid: String,
+    pub group_oid: String,
+    pub row: i32,
+    /// `not_verified`, `verified` or `changed_since_verified`.
+    pub status: String,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub verified_at: Option<OffsetDateTime>,
+    pub verified_by: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub changed_at: Option<OffsetDateTime>,
+}
+
+fn item_sdv_view(r: &ItemSdvRow) -> ItemSdvView {
+    ItemSdvView {
+        item_oid: r.item_oid.clone(),
+        group_oid: r.group_oid.clone(),
+        row: r.row_number,
+        status: r.status.clone(),
+        verified_at: r.verified_at,
+        verified_by: r.verified_by_username.clone(),
+        changed_at: r.changed_at,
+    }
 }
 
 /// A stored electronic signature.
@@ -347,9 +400,11 @@ fn signature_view(s: SignatureRow, events: &[StudyEventRow]) -> SignatureView {
     }
 }
 
-fn sdv_view(requirement: SdvRequirement, row: Option<&SdvRow>) -> SdvView {
+fn sdv_view(ef: Option<&EventForm>, row: Option<&SdvRow>, items: &[ItemSdvRow]) -> SdvView {
     SdvView {
-        requirement,
+        requirement: ef.map(|x| x.sdv).unwrap_or_default(),
+        sdv_items: ef.map(|x| x.sdv_items.iter().map(ToString::to_string).collect()).unwrap_or_default(),
+        items: items.iter().map(item_sdv_view).collect(),
         status: row.map_or_else(|| "not_verified".to_owned(), |r| r.status.clone()),
         verified_at: row.and_then(|r| r.verified_at),
         verified_by: row.and_then(|r| r.verified_by_username.clone()),
@@ -497,6 +552,16 @@ pub async fn after_data_change(tx: &mut WriteTx, at: &DataChange) -> Result<Even
         .await?;
     }
 
+    for (group_oid, row, item_oid) in tx.item_sdv_reset_changed(at.form_data_id).await? {
+        tx.audit(scope(
+            AuditEntry::new("item.sdv_reset", "item_data", format!("{form_key}/{group_oid}[{row}]/{item_oid}"))
+                .old(serde_json::json!({ "sdv": "verified" }))
+                .new_value(serde_json::json!({ "sdv": "changed_since_verified" }))
+                .reason(Some("the value changed after verification".to_owned())),
+        ))
+        .await?;
+    }
+
     let reason = format!("data of {form_key} changed after signing");
     for s in tx.signatures_in_force(at.participant_id, at.study_event_id).await? {
         let seq = tx
@@ -589,7 +654,7 @@ struct Occurrence {
     access: Access,
     participant: ParticipantRow,
     site: StudyRow,
-    design: StudyDesign,
+    design: std::sync::Arc<StudyDesign>,
     event: StudyEventRow,
 }
 
@@ -978,20 +1043,155 @@ impl App {
             )));
         }
         let current = tx.sdv_of(form.id).await?.map_or_else(|| "not_verified".to_owned(), |r| r.status);
-        let (to, action) = match (input.verified, current.as_str()) {
-            (true, "verified") => return Err(AppError::InvalidTransition("the form is already verified".into())),
-            (true, _) => ("verified", "form.sdv_verified"),
-            (false, "verified") => ("not_verified", "form.sdv_unverified"),
-            (false, _) => return Err(AppError::InvalidTransition("the form is not verified".into())),
+        let (_, version) = occ.design.form_version(&form.form_version_oid).ok_or(AppError::NotFound("form version"))?;
+        let values: Vec<ItemDataRow> = tx
+            .item_data_of(form.id)
+            .await?
+            .into_iter()
+            .filter(|r| !r.deleted && (r.value.is_some() || r.null_flavour.is_some()))
+            .collect();
+        let item_states = tx.item_sdv_of(form.id).await?;
+        let state_of = |r: &ItemDataRow| {
+            item_states
+                .iter()
+                .find(|s| s.group_oid == r.group_oid && s.row_number == r.row_number && s.item_oid == r.item_oid)
+                .map_or("not_verified", |s| s.status.as_str())
         };
-        tx.set_sdv(form.id, to).await?;
-        tx.audit(
-            AuditEntry::new(action, "form_data", format!("{}/{form_oid}", occ.event_key()))
-                .study(Some(occ.study.id), occ.site_id())
-                .old(serde_json::json!({ "sdv": current }))
-                .new_value(serde_json::json!({ "sdv": to, "requirement": ef.sdv })),
-        )
-        .await?;
+        // The values whose verification makes the form verified: the design's items, else all.
+        let required: Vec<&ItemDataRow> = values
+            .iter()
+            .filter(|r| ef.sdv_items.is_empty() || ef.sdv_items.iter().any(|i| i.as_str() == r.item_oid))
+            .collect();
+        let form_key = format!("{}/{form_oid}", occ.event_key());
+        let scope = |e: AuditEntry| e.study(Some(occ.study.id), occ.site_id());
+
+        // The values this request verifies (or withdraws), checked before anything changes.
+        let mut targets: Vec<&ItemDataRow> = Vec::new();
+        let mut problems = Vec::new();
+        for it in &input.items {
+            let Some(def) = version.items.iter().find(|i| i.oid.as_str() == it.item || i.name == it.item) else {
+                problems.push(serde_json::json!({
+                    "item": it.item, "row": it.row, "code": "unknown_item",
+                    "message": format!("form version {} has no item {}", form.form_version_oid, it.item),
+                }));
+                continue;
+            };
+            let row = i32::try_from(it.row).unwrap_or(i32::MAX);
+            let Some(value) = values.iter().find(|r| r.item_oid == def.oid.as_str() && r.row_number == row) else {
+                problems.push(serde_json::json!({
+                    "item_oid": def.oid.as_str(), "row": it.row, "code": "no_value",
+                    "message": format!("{} row {} holds no value to verify", def.oid, it.row),
+                }));
+                continue;
+            };
+            let state = state_of(value);
+            let wrong = match (input.verified, state) {
+                (true, "verified") => Some("is already verified"),
+                (false, s) if s != "verified" => Some("is not verified"),
+                _ => None,
+            };
+            if let Some(why) = wrong {
+                problems.push(serde_json::json!({
+                    "item_oid": def.oid.as_str(), "row": it.row, "code": "sdv_state",
+                    "message": format!("{} row {} {why}", def.oid, it.row),
+                }));
+            } else if targets.iter().any(|t| std::ptr::eq(*t, value)) {
+                problems.push(serde_json::json!({
+                    "item_oid": def.oid.as_str(), "row": it.row, "code": "duplicate",
+                    "message": format!("{} row {} is listed twice", def.oid, it.row),
+                }));
+            } else {
+                targets.push(value);
+            }
+        }
+        if !problems.is_empty() {
+            return Err(AppError::Rejected {
+                code: "sdv_refused",
+                message: format!("{} value(s) cannot be verified as asked; nothing changed", problems.len()),
+                details: serde_json::json!({ "problems": problems }),
+            });
+        }
+
+        let (item_to, item_action) =
+            if input.verified { ("verified", "item.sdv_verified") } else { ("not_verified", "item.sdv_unverified") };
+        fn mark(r: &ItemDataRow) -> ItemSdvMark<'_> {
+            ItemSdvMark {
+                group_oid: &r.group_oid,
+                row_number: r.row_number,
+                item_oid: &r.item_oid,
+                value: r.value.as_deref(),
+                null_flavour: r.null_flavour.as_deref(),
+            }
+        }
+        // The form-level change, if any, and why.
+        let form_change: Option<(&str, &str, Option<String>)> = if input.items.is_empty() {
+            let change = match (input.verified, current.as_str()) {
+                (true, "verified") => {
+                    return Err(AppError::InvalidTransition("the form is already verified".into()));
+                }
+                (true, _) => ("verified", "form.sdv_verified"),
+                (false, "verified") => ("not_verified", "form.sdv_unverified"),
+                (false, _) => return Err(AppError::InvalidTransition("the form is not verified".into())),
+            };
+            // Verifying the form verifies each value it requires (so a later change names the
+            // value); withdrawing it withdraws every value's verification.
+            let affected: Vec<&ItemDataRow> = if input.verified {
+                required.iter().copied().filter(|r| state_of(r) != "verified").collect()
+            } else {
+                values.iter().filter(|r| state_of(r) == "verified").collect()
+            };
+            for r in affected {
+                tx.set_item_sdv(form.id, &mark(r), item_to).await?;
+            }
+            Some((change.0, change.1, None))
+        } else {
+            for r in &targets {
+                tx.set_item_sdv(form.id, &mark(r), item_to).await?;
+                tx.audit(scope(
+                    AuditEntry::new(
+                        item_action,
+                        "item_data",
+                        format!("{form_key}/{}[{}]/{}", r.group_oid, r.row_number, r.item_oid),
+                    )
+                    .old(serde_json::json!({ "sdv": state_of(r) }))
+                    .new_value(serde_json::json!({ "sdv": item_to, "value": r.value, "null_flavour": r.null_flavour })),
+                ))
+                .await?;
+            }
+            // The form follows its values: verified once every required value is.
+            let verified_now = |r: &ItemDataRow| {
+                if targets.iter().any(|t| std::ptr::eq(*t, r)) { input.verified } else { state_of(r) == "verified" }
+            };
+            if input.verified
+                && current != "verified"
+                && !required.is_empty()
+                && required.iter().all(|r| verified_now(r))
+            {
+                Some((
+                    "verified",
+                    "form.sdv_verified",
+                    Some("every value that requires verification is verified".into()),
+                ))
+            } else if !input.verified && current == "verified" {
+                Some((
+                    "not_verified",
+                    "form.sdv_unverified",
+                    Some("a verified value's verification was withdrawn".into()),
+                ))
+            } else {
+                None
+            }
+        };
+        if let Some((to, action, reason)) = form_change {
+            tx.set_sdv(form.id, to).await?;
+            tx.audit(scope(
+                AuditEntry::new(action, "form_data", &form_key)
+                    .old(serde_json::json!({ "sdv": current }))
+                    .new_value(serde_json::json!({ "sdv": to, "requirement": ef.sdv }))
+                    .reason(reason),
+            ))
+            .await?;
+        }
         tx.commit().await?;
         let view = self.review(who, study_oid, participant).await?;
         view.events
@@ -1008,14 +1208,15 @@ impl App {
     /// [`AppError::NotFound`] when the participant is not visible.
     pub async fn review(&self, who: &Principal, study_oid: &str, participant: &str) -> Result<ReviewView, AppError> {
         let (study, access, p, site) = self.visible_participant(who, study_oid, participant).await?;
-        let design = match self.store().design_production_version(study.id).await? {
-            Some(v) => serde_json::from_str::<StudyDesign>(&v.document).map_err(internal)?,
-            None => StudyDesign::default(),
-        };
+        let design = self.production_design_opt(study.id).await?.map(|(_, d)| d).unwrap_or_default();
         let site_user = site.id != study.id && !access.study_wide();
         let events = self.store().study_events(p.id).await?;
         let forms = self.store().forms_of_participant(p.id).await?;
         let sdv = self.store().sdv_of_participant(p.id).await?;
+        let mut item_sdv: std::collections::HashMap<i64, Vec<ItemSdvRow>> = std::collections::HashMap::new();
+        for r in self.store().item_sdv_of_participant(p.id).await? {
+            item_sdv.entry(r.form_data_id).or_default().push(r);
+        }
         let memory = self.store().lock_memory_of_participant(p.id).await?;
         let mut out = Vec::new();
         for e in &events {
@@ -1033,8 +1234,9 @@ impl App {
                         status: f.status.clone(),
                         required: ef.is_some_and(|x| x.required),
                         sdv: sdv_view(
-                            ef.map(|x| x.sdv).unwrap_or_default(),
+                            ef,
                             sdv.iter().find(|s| s.form_data_id == f.id),
+                            item_sdv.get(&f.id).map_or(&[][..], Vec::as_slice),
                         ),
                     })
                 })

@@ -75,6 +75,17 @@ impl Store {
             .bind(study_id).fetch_optional(p).await?))
     }
 
+    /// The number of the version in Production, if any (without reading the document).
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn design_production_number(&self, study_id: i64) -> Result<Option<i32>, StoreError> {
+        Ok(on_db!(self.db(), p => sqlx::query_scalar(
+            "SELECT number FROM design_versions WHERE study_id = $1 AND production_at IS NOT NULL \
+             ORDER BY number DESC LIMIT 1")
+            .bind(study_id).fetch_optional(p).await?))
+    }
+
     /// The newest version promoted to Production.
     ///
     /// # Errors

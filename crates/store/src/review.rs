@@ -78,6 +78,39 @@ pub struct SdvRow {
     pub changed_at: Option<OffsetDateTime>,
 }
 
+/// The verification state of one value of a form (no row: never verified).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ItemSdvRow {
+    pub form_data_id: i64,
+    pub group_oid: String,
+    pub row_number: i32,
+    pub item_oid: String,
+    pub status: String,
+    pub verified_at: Option<OffsetDateTime>,
+    pub verified_by_username: Option<String>,
+    pub changed_at: Option<OffsetDateTime>,
+}
+
+/// One value to record a verification of, with the value as the monitor saw it.
+#[derive(Debug, Clone)]
+pub struct ItemSdvMark<'a> {
+    pub group_oid: &'a str,
+    pub row_number: i32,
+    pub item_oid: &'a str,
+    pub value: Option<&'a str>,
+    pub null_flavour: Option<&'a str>,
+}
+
+macro_rules! item_sdv_select {
+    ($tail:literal) => {
+        concat!(
+            "SELECT s.form_data_id, s.group_oid, s.row_number, s.item_oid, s.status, s.verified_at, \
+             u.username AS verified_by_username, s.changed_at FROM item_sdv s LEFT JOIN users u ON u.id = s.verified_by ",
+            $tail
+        )
+    };
+}
+
 macro_rules! signature_select {
     ($tail:literal) => {
         concat!(
@@ -108,6 +141,17 @@ impl Store {
              s.changed_at FROM form_sdv s JOIN form_data f ON f.id = s.form_data_id \
              JOIN study_events e ON e.id = f.study_event_id LEFT JOIN users u ON u.id = s.verified_by \
              WHERE e.participant_id = $1 ORDER BY s.form_data_id")
+            .bind(participant_id).fetch_all(p).await?))
+    }
+
+    /// The verification state of every verified (or once verified) value of a participant.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn item_sdv_of_participant(&self, participant_id: i64) -> Result<Vec<ItemSdvRow>, StoreError> {
+        Ok(on_db!(self.db(), p => sqlx::query_as(item_sdv_select!(
+            "JOIN form_data f ON f.id = s.form_data_id JOIN study_events e ON e.id = f.study_event_id \
+             WHERE e.participant_id = $1 ORDER BY s.form_data_id, s.group_oid, s.row_number, s.item_oid"))
             .bind(participant_id).fetch_all(p).await?))
     }
 
@@ -323,5 +367,68 @@ impl WriteTx {
              WHERE form_data_id = $2 AND status = 'verified'")
             .bind(now).bind(form_data_id).execute(c).await?.rows_affected());
         Ok(n == 1)
+    }
+
+    /// The verification state of each value of a form that has one, read inside the transaction.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn item_sdv_of(&mut self, form_data_id: i64) -> Result<Vec<ItemSdvRow>, StoreError> {
+        Ok(on_tx!(self, c => sqlx::query_as(item_sdv_select!(
+            "WHERE s.form_data_id = $1 ORDER BY s.group_oid, s.row_number, s.item_oid"))
+            .bind(form_data_id).fetch_all(c).await?))
+    }
+
+    /// Records the verification of one value (`verified`, keeping the value as seen) or its
+    /// withdrawal (`not_verified`) by the acting user.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn set_item_sdv(
+        &mut self,
+        form_data_id: i64,
+        mark: &ItemSdvMark<'_>,
+        status: &str,
+    ) -> Result<(), StoreError> {
+        let now = self.now();
+        let by = self.actor().user_id;
+        let verified = status == "verified";
+        let (at, who) = if verified { (Some(now), by) } else { (None, None) };
+        on_tx!(self, c => sqlx::query(
+            "INSERT INTO item_sdv (form_data_id, group_oid, row_number, item_oid, status, value, null_flavour, \
+             verified_at, verified_by, changed_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10) \
+             ON CONFLICT (form_data_id, group_oid, row_number, item_oid) DO UPDATE SET status = excluded.status, \
+             value = excluded.value, null_flavour = excluded.null_flavour, \
+             verified_at = COALESCE(excluded.verified_at, item_sdv.verified_at), \
+             verified_by = COALESCE(excluded.verified_by, item_sdv.verified_by), \
+             changed_at = NULL, updated_at = excluded.updated_at")
+            .bind(form_data_id).bind(mark.group_oid).bind(mark.row_number).bind(mark.item_oid).bind(status)
+            .bind(mark.value).bind(mark.null_flavour).bind(at).bind(who).bind(now)
+            .execute(c).await?.rows_affected());
+        Ok(())
+    }
+
+    /// Marks every verified value of a form that no longer holds what was verified (changed,
+    /// cleared, or its row removed) as changed since verification; returns those values
+    /// (group OID, row, item OID) in form order.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn item_sdv_reset_changed(
+        &mut self,
+        form_data_id: i64,
+    ) -> Result<Vec<(String, i32, String)>, StoreError> {
+        let now = self.now();
+        let mut out: Vec<(String, i32, String)> = on_tx!(self, c => sqlx::query_as(
+            "UPDATE item_sdv SET status = 'changed_since_verified', changed_at = $1, updated_at = $1 \
+             WHERE form_data_id = $2 AND status = 'verified' AND NOT EXISTS (SELECT 1 FROM item_data d \
+             WHERE d.form_data_id = item_sdv.form_data_id AND d.group_oid = item_sdv.group_oid \
+             AND d.row_number = item_sdv.row_number AND d.item_oid = item_sdv.item_oid AND d.deleted = $3 \
+             AND (d.value = item_sdv.value OR (d.value IS NULL AND item_sdv.value IS NULL)) \
+             AND (d.null_flavour = item_sdv.null_flavour OR (d.null_flavour IS NULL AND item_sdv.null_flavour IS NULL))) \
+             RETURNING group_oid, row_number, item_oid")
+            .bind(now).bind(form_data_id).bind(false).fetch_all(c).await?);
+        out.sort();
+        Ok(out)
     }
 }

@@ -235,18 +235,7 @@ async fn set_up_design(app: &App) -> Bench {
     for k in 1..=EVENTS {
         let forms = form_oids
             .iter()
-            .map(|f| EventFormInput {
-                form: f.clone(),
-                required: true,
-                double_data_entry: false,
-                sdv: None,
-                electronic_signature: false,
-                hidden_from_sites: false,
-                default_version: None,
-                allowed_versions: Vec::new(),
-                null_flavours: Vec::new(),
-                site_settings: std::collections::BTreeMap::new(),
-            })
+            .map(|f| EventFormInput { form: f.clone(), required: true, ..EventFormInput::default() })
             .collect();
         let input = EventInput {
             name: format!("Visit {k:02}"),

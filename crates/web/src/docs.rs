@@ -334,7 +334,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "post",
         "/api/v1/studies/{oid}/participants/{participant}/events/{event}/{repeat}/forms/{form}/sdv",
         "review",
-        "Verify a complete form against source documents, or withdraw the verification (monitors, data managers, study directors)",
+        "Verify a complete form (or, with items, some of its values) against source documents, or withdraw the verification (monitors, data managers, study directors)",
         Some("Sdv"),
         200,
     ),
@@ -392,7 +392,7 @@ fn schemas() -> Value {
         "DoubleEntryComplete": s(&[("expected_version", "integer"), ("resolutions", "array")], &["expected_version"]),
         "EventStatusChange": s(&[("status", "string"), ("reason", "string")], &["status"]),
         "Signature": s(&[("username", "string"), ("password", "string"), ("meaning", "string")], &["username", "password", "meaning"]),
-        "Sdv": s(&[("verified", "boolean")], &["verified"]),
+        "Sdv": s(&[("verified", "boolean"), ("items", "array")], &["verified"]),
         "Error": s(&[("code", "string"), ("message", "string"), ("details", "object"), ("request_id", "string")], &["code", "message"]),
     })
 }

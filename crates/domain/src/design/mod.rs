@@ -209,6 +209,13 @@ pub struct EventForm {
     pub required: bool,
     pub double_data_entry: bool,
     pub sdv: SdvRequirement,
+    /// Item-level SDV: with a `partial` requirement, the items (OIDs) a monitor must verify one by
+    /// one; the form counts as verified once each of their values is. Empty: the whole form.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sdv_items: Vec<Oid>,
+    /// What a save does with the value of an item that skip logic hides.
+    #[serde(default, skip_serializing_if = "HiddenValues::is_default")]
+    pub hidden_values: HiddenValues,
     /// Marking the form complete asks for the user's password.
     pub electronic_signature: bool,
     /// Site-level users do not see the form.
@@ -225,6 +232,35 @@ pub struct EventForm {
     /// Site-level settings (OpenClinica's site rows of the event definition CRF), by site OID.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub site_settings: BTreeMap<String, SiteFormSettings>,
+}
+
+/// What happens to the value of an item that skip logic hides (its `relevant` is false, or its
+/// SCD does not show it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HiddenValues {
+    /// The save clears the value and audits the clearing (ODK and OpenClinica 4 behaviour).
+    #[default]
+    Clear,
+    /// The save is refused until the value is cleared in it: nothing disappears silently
+    /// (REDCap asks before erasing a value its branching logic hides).
+    Refuse,
+}
+
+impl HiddenValues {
+    #[must_use]
+    pub fn is_default(&self) -> bool {
+        *self == Self::Clear
+    }
+
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "clear" => Some(Self::Clear),
+            "refuse" => Some(Self::Refuse),
+            _ => None,
+        }
+    }
 }
 
 /// What a site changes about a form in an event: which versions its staff may use, the default
@@ -274,6 +310,8 @@ impl EventForm {
             required: false,
             double_data_entry: false,
             sdv: SdvRequirement::default(),
+            sdv_items: Vec::new(),
+            hidden_values: HiddenValues::Clear,
             electronic_signature: false,
             hidden_from_sites: false,
             default_version: None,

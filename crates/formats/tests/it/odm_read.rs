@@ -456,6 +456,7 @@ fn openclinica_form_versions_are_one_form_with_per_version_details() {
             allowed_versions: vec![],
             null_flavours: vec!["NI".into(), "UNK".into()],
             site_settings: std::collections::BTreeMap::new(),
+            ..EventForm::new(oid("F_VITALS"))
         }]
     );
     let follow_up = &design.events[1];

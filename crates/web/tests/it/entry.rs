@@ -617,3 +617,65 @@ async fn site_versions_t(t: TestApp) {
         assert_eq!(saved["form"]["form_version_oid"], expected, "{user}");
     }
 }
+
+both!(hidden_values_refused_when_the_design_says_so, hidden_refuse_t);
+async fn hidden_refuse_t(t: TestApp) {
+    let dm = t.key("demo_dm").await;
+    let event = |hidden: &str| {
+        json!({"name": "Baseline", "type": "scheduled",
+               "forms": [{"form": "F_VITAL_SIGNS", "required": true, "hidden_values": hidden}]})
+    };
+    let path = "/api/v1/studies/S_DEMO/design/events/SE_BASELINE";
+    let (s, e) = t.send(&dm, Method::PUT, path, event("sometimes")).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(e.to_string().contains("forms[0].hidden_values") && e.to_string().contains("sometimes"), "{e}");
+    let (s, e) = t.send(&dm, Method::PUT, path, event("refuse")).await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let (_, p) = t.post(&dm, "/api/v1/studies/S_DEMO/design/publish", json!({})).await;
+    let (s, _) = t
+        .post(&dm, &format!("/api/v1/studies/S_DEMO/design/versions/{}/promote", p["version"]["number"]), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+
+    let crc = t.key("demo_crc").await;
+    let label = participant_with(&t, &crc, "SE_BASELINE").await;
+    let f = Form {
+        t: &t,
+        key: crc.clone(),
+        path: format!("/api/v1/studies/S_DEMO/participants/{label}/events/SE_BASELINE/1/forms/F_VITAL_SIGNS"),
+    };
+    let (s, saved) = f
+        .save(json!({"values": [{"item": "abnormal", "value": "yes"}, {"item": "abnormal_desc", "value": "pale"}]}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{saved}");
+    let version = saved["form"]["version"].as_i64().unwrap();
+
+    // "no" would hide the description, which still holds "pale": refused, nothing saved.
+    let (s, e) = f.save(json!({"expected_version": version, "values": [{"item": "abnormal", "value": "no"}]})).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("hidden_item_value")), "{e}");
+    let problem = &e["details"]["problems"][0];
+    assert_eq!(
+        (problem["item_oid"].as_str(), problem["value"].as_str()),
+        (Some("I_VITAL_ABNORMAL_DESC"), Some("pale")),
+        "{e}"
+    );
+    // A value typed into a hidden item is refused the same way.
+    let (s, e) = f
+        .save(json!({"expected_version": version, "values": [
+            {"item": "abnormal", "value": "no"}, {"item": "abnormal_desc", "value": "still pale"}]}))
+        .await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("hidden_item_value")), "{e}");
+    let (_, book) = t.get(&crc, &format!("/api/v1/studies/S_DEMO/participants/{label}")).await;
+    let form =
+        book["events"][0]["forms"].as_array().unwrap().iter().find(|f| f["form_oid"] == "F_VITAL_SIGNS").unwrap();
+    assert_eq!(form["version"].as_i64(), Some(version), "nothing was saved: {form}");
+
+    // Clearing the description in the same save is accepted.
+    let (s, saved) = f
+        .save(json!({"expected_version": version, "values": [
+            {"item": "abnormal", "value": "no"}, {"item": "abnormal_desc", "value": null}]}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{saved}");
+    assert_eq!(value(&saved["form"], "I_VITAL_ABNORMAL", 1), Some("no"), "{saved}");
+    assert_eq!(value(&saved["form"], "I_VITAL_ABNORMAL_DESC", 1), None, "{saved}");
+}

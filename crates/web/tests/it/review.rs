@@ -398,3 +398,152 @@ async fn sdv_t(t: TestApp) {
         assert!(actions.iter().any(|x| x == a), "{a} missing");
     }
 }
+
+async fn sdv_items(t: &TestApp, key: &str, label: &str, verified: bool, items: Value) -> (StatusCode, Value) {
+    t.post(key, &format!("{}/sdv", form_path(label, "SE_FOLLOWUP")), json!({"verified": verified, "items": items}))
+        .await
+}
+
+fn followup_sdv(review: &Value) -> Value {
+    let event = review["events"].as_array().unwrap().iter().find(|e| e["event_oid"] == "SE_FOLLOWUP").unwrap();
+    event["forms"][0]["sdv"].clone()
+}
+
+fn item_states(sdv: &Value) -> Vec<(String, String)> {
+    sdv["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|i| (i["item_oid"].as_str().unwrap().to_owned(), i["status"].as_str().unwrap().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
+}
+
+both!(item_level_source_data_verification, item_sdv_t);
+async fn item_sdv_t(t: TestApp) {
+    let crc = t.key("demo_crc").await;
+    let monitor = t.key("demo_monitor").await;
+    let label = enrol(&t, &crc).await;
+    schedule(&t, &crc, &label, "SE_FOLLOWUP").await;
+    complete_vitals(&t, &crc, &label, "SE_FOLLOWUP").await;
+
+    // The demo's follow-up asks for weight and blood pressure to be verified one by one.
+    let sdv = followup_sdv(&review(&t, &monitor, &label).await);
+    assert_eq!(sdv["requirement"], "partial", "{sdv}");
+    assert_eq!(sdv["sdv_items"], json!(["I_VITAL_WEIGHT", "I_VITAL_SYS", "I_VITAL_DIA"]), "{sdv}");
+
+    // The design names its items, which must exist, under a partial requirement.
+    let dm = t.key("demo_dm").await;
+    let event = |sdv: &str, items: Value| {
+        json!({"name": "Follow-up", "type": "scheduled", "repeating": true,
+               "forms": [{"form": "F_VITAL_SIGNS", "sdv": sdv, "sdv_items": items}]})
+    };
+    let path = "/api/v1/studies/S_DEMO/design/events/SE_FOLLOWUP";
+    let (s, e) = t.send(&dm, Method::PUT, path, event("partial", json!(["weight", "I_NOPE"]))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(e.to_string().contains("forms[0].sdv_items[1]") && e.to_string().contains("I_NOPE"), "{e}");
+    let (s, e) = t.send(&dm, Method::PUT, path, event("full", json!(["weight"]))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(e.to_string().contains("partial"), "{e}");
+
+    // Unknown items and empty values are named; nothing changes.
+    let (s, e) =
+        sdv_items(&t, &monitor, &label, true, json!([{"item": "weight"}, {"item": "nope"}, {"item": "hr", "row": 5}]))
+            .await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("sdv_refused")), "{e}");
+    let codes: Vec<&str> =
+        e["details"]["problems"].as_array().unwrap().iter().map(|p| p["code"].as_str().unwrap()).collect();
+    assert_eq!(codes, ["unknown_item", "no_value"], "{e}");
+    assert!(item_states(&followup_sdv(&review(&t, &monitor, &label).await)).is_empty());
+    let (s, _) = sdv_items(&t, &crc, &label, true, json!([{"item": "weight"}])).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "CRCs do not verify");
+
+    // Two of the three: the form is not verified yet; the third verifies it.
+    let (s, f) = sdv_items(&t, &monitor, &label, true, json!([{"item": "weight"}, {"item": "I_VITAL_SYS"}])).await;
+    assert_eq!(s, StatusCode::OK, "{f}");
+    assert_eq!(f["sdv"]["status"], "not_verified", "{f}");
+    assert_eq!(item_states(&f["sdv"]), pairs(&[("I_VITAL_SYS", "verified"), ("I_VITAL_WEIGHT", "verified")]), "{f}");
+    let (s, e) = sdv_items(&t, &monitor, &label, true, json!([{"item": "weight"}])).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("sdv_refused")), "twice: {e}");
+    let (s, f) = sdv_items(&t, &monitor, &label, true, json!([{"item": "dia"}])).await;
+    assert_eq!((s, f["sdv"]["status"].as_str()), (StatusCode::OK, Some("verified")), "{f}");
+
+    // A change to an item that needs no verification resets the form but no value.
+    t.clock.advance(time::Duration::minutes(10));
+    let (s, saved) = save(&t, &crc, &label, "SE_FOLLOWUP", json!([{"item": "height", "value": "171"}])).await;
+    assert_eq!(s, StatusCode::OK, "{saved}");
+    let sdv = followup_sdv(&review(&t, &monitor, &label).await);
+    assert_eq!(sdv["status"], "changed_since_verified", "{sdv}");
+    let all_verified =
+        pairs(&[("I_VITAL_DIA", "verified"), ("I_VITAL_SYS", "verified"), ("I_VITAL_WEIGHT", "verified")]);
+    assert_eq!(item_states(&sdv), all_verified, "{sdv}");
+
+    // A change to a verified value resets exactly that value.
+    let (s, saved) = save(&t, &crc, &label, "SE_FOLLOWUP", json!([{"item": "weight", "value": "65"}])).await;
+    assert_eq!(s, StatusCode::OK, "{saved}");
+    let sdv = followup_sdv(&review(&t, &monitor, &label).await);
+    assert_eq!(
+        item_states(&sdv),
+        pairs(&[
+            ("I_VITAL_DIA", "verified"),
+            ("I_VITAL_SYS", "verified"),
+            ("I_VITAL_WEIGHT", "changed_since_verified")
+        ]),
+        "{sdv}"
+    );
+    let weight = sdv["items"].as_array().unwrap().iter().find(|i| i["item_oid"] == "I_VITAL_WEIGHT").unwrap();
+    assert_eq!(weight["changed_at"], "2026-11-22T09:10:00Z", "{sdv}");
+
+    // Re-verifying the changed value alone verifies the form again.
+    let (s, f) = sdv_items(&t, &monitor, &label, true, json!([{"item": "weight"}])).await;
+    assert_eq!((s, f["sdv"]["status"].as_str()), (StatusCode::OK, Some("verified")), "{f}");
+    assert_eq!(item_states(&f["sdv"]), all_verified, "{f}");
+
+    // Withdrawing one value's verification withdraws the form's.
+    let (s, f) = sdv_items(&t, &monitor, &label, false, json!([{"item": "sys"}])).await;
+    assert_eq!((s, f["sdv"]["status"].as_str()), (StatusCode::OK, Some("not_verified")), "{f}");
+
+    // Every step is audited, the reset naming the value.
+    let dm = t.key("demo_dm").await;
+    let (_, audit) = t.get(&dm, "/api/v1/studies/S_DEMO/audit?limit=1000").await;
+    let records = audit["records"].as_array().unwrap();
+    let reset: Vec<&str> =
+        records.iter().filter(|r| r["action"] == "item.sdv_reset").map(|r| r["entity_id"].as_str().unwrap()).collect();
+    assert_eq!(reset.len(), 1, "{reset:?}");
+    assert!(reset[0].ends_with("SE_FOLLOWUP[1]/F_VITAL_SIGNS/IG_VITAL_VS[1]/I_VITAL_WEIGHT"), "{reset:?}");
+    for a in ["item.sdv_verified", "item.sdv_unverified", "form.sdv_verified", "form.sdv_unverified"] {
+        assert!(records.iter().any(|r| r["action"] == a), "{a} missing");
+    }
+}
+
+both!(verifying_a_whole_form_verifies_its_values, form_sdv_items_t);
+async fn form_sdv_items_t(t: TestApp) {
+    let crc = t.key("demo_crc").await;
+    let monitor = t.key("demo_monitor").await;
+    let label = enrol(&t, &crc).await;
+    complete_vitals(&t, &crc, &label, "SE_BASELINE").await;
+    let (s, f) = sdv(&t, &monitor, &label, true).await;
+    assert_eq!(s, StatusCode::OK, "{f}");
+    // Full SDV: each value is recorded as verified, so a later change names the value.
+    let (_, book) = t.get(&crc, &format!("{STUDY}/{label}")).await;
+    let held = book["events"][0]["forms"][0]["values"].as_array().unwrap().len();
+    assert!(held >= 8, "{book}");
+    assert_eq!(item_states(&f["sdv"]).iter().filter(|(_, s)| s == "verified").count(), held, "{f}");
+    let (s, saved) = save(&t, &crc, &label, "SE_BASELINE", json!([{"item": "hr", "row": 1, "value": "70"}])).await;
+    assert_eq!(s, StatusCode::OK, "{saved}");
+    let sdv_now = vitals_sdv(&review(&t, &monitor, &label).await);
+    let changed: Vec<(String, String)> = item_states(&sdv_now).into_iter().filter(|(_, s)| s != "verified").collect();
+    assert_eq!(changed, pairs(&[("I_VITAL_HR", "changed_since_verified")]), "{sdv_now}");
+    // Verifying the form again verifies the changed value; withdrawing it withdraws every value's.
+    let (s, f) = sdv(&t, &monitor, &label, true).await;
+    assert_eq!(s, StatusCode::OK, "{f}");
+    assert!(item_states(&f["sdv"]).iter().all(|(_, s)| s == "verified"), "{f}");
+    let (s, f) = sdv(&t, &monitor, &label, false).await;
+    assert_eq!(s, StatusCode::OK, "{f}");
+    assert!(item_states(&f["sdv"]).iter().all(|(_, s)| s == "not_verified"), "{f}");
+}
