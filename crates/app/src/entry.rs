@@ -12,6 +12,7 @@ use casebook_domain::capture::evaluate::{EvalContext, FormValues, Slot, evaluate
 use casebook_domain::capture::status::{EventStatus, FormStatus};
 use casebook_domain::capture::values;
 use casebook_domain::design::{EventForm, FormVersion, HiddenValues, StudyDesign};
+use casebook_domain::notes::NoteType;
 use casebook_domain::study::StudyParameters;
 use casebook_store::capture::{FormDataRow, ItemDataRow, ParticipantRow, StudyEventRow};
 use serde::{Deserialize, Serialize};
@@ -518,29 +519,57 @@ impl App {
             )
             .await?;
         }
+        // Notes kept with values: a Failed Validation Check thread during entry (for a soft check),
+        // a Reason for Change thread once the form is complete.
+        let owner_id = existing.as_ref().and_then(|f| f.owner_id).unwrap_or(who.user_id);
+        let owner = if input.notes.is_empty() {
+            None
+        } else {
+            self.store().user_by_id(owner_id).await?.filter(|u| u.status == "active")
+        };
         for n in &input.notes {
             let Some(item) = version.items.iter().find(|i| i.oid.as_str() == n.item || i.name == n.item) else {
-                continue;
+                return Err(AppError::invalid("notes", format!("the form has no item {}", n.item)));
             };
-            let kind = if was_complete { "reason_for_change" } else { "failed_validation_check" };
+            let kind = if was_complete { NoteType::ReasonForChange } else { NoteType::FailedValidationCheck };
             let text = n.text.trim();
             if text.is_empty() {
                 return Err(AppError::invalid("notes", "a note needs text"));
             }
-            let id = tx
-                .insert_note(
-                    form_row_id,
-                    item.group_oid.as_str(),
-                    i32::try_from(n.row).unwrap_or(i32::MAX),
-                    item.oid.as_str(),
-                    kind,
-                    text,
-                )
-                .await?;
-            tx.audit(
-                AuditEntry::new("note.created", "note", format!("{form_key}/{}[{}]/{}/DN_{id}", item.group_oid, n.row, item.oid))
-                    .study(Some(loc.study.id), loc.site_id)
-                    .new_value(serde_json::json!({ "type": kind, "item": item.oid.as_str(), "row": n.row, "text": text, "form": form_key })),
+            if text.chars().count() > crate::notes::MAX_DESCRIPTION {
+                return Err(AppError::invalid(
+                    "notes",
+                    format!("a note is at most {} characters", crate::notes::MAX_DESCRIPTION),
+                ));
+            }
+            let row = i32::try_from(n.row).unwrap_or(i32::MAX);
+            let key = format!("{form_key}/{}[{}]/{}", item.group_oid, n.row, item.oid);
+            let assignee = if kind.has_workflow() {
+                owner.as_ref().map(|u| (u.id, u.username.clone(), u.email.clone()))
+            } else {
+                None
+            };
+            crate::notes::open_in_tx(
+                &mut tx,
+                &crate::notes::ThreadPlace {
+                    study_id: loc.study.id,
+                    site_id: loc.participant.site_id,
+                    participant_id: loc.participant.id,
+                    entity_type: "item_data",
+                    study_event_id: Some(loc.event.id),
+                    form_data_id: Some(form_row_id),
+                    group_oid: Some(item.group_oid.as_str()),
+                    row: Some(row),
+                    item_oid: Some(item.oid.as_str()),
+                    column: "value",
+                    entity_key: &key,
+                },
+                kind,
+                text,
+                None,
+                assignee,
+                None,
+                loc.site_id,
             )
             .await?;
         }

@@ -16,6 +16,7 @@ pub mod entry;
 mod error;
 pub mod files;
 pub mod matrix;
+pub mod notes;
 pub mod review;
 pub mod secrets;
 pub mod studies;

@@ -9,6 +9,7 @@ pub mod capture;
 pub mod clock;
 pub mod design;
 pub mod expr;
+pub mod notes;
 pub mod oid;
 pub mod password;
 pub mod role;

@@ -164,6 +164,8 @@ pub enum Permission {
     Sdv,
     /// Define datasets and run extracts.
     Extract,
+    /// Open and answer discrepancy notes (which types and statuses: `notes::may_open`, `may_set`).
+    WriteNotes,
 }
 
 impl Permission {
@@ -181,6 +183,7 @@ impl Permission {
                     | Self::ImportData
                     | Self::Sign
                     | Self::Sdv
+                    | Self::WriteNotes
                     | Self::RemoveParticipant
                     | Self::ReassignParticipant
             ),
@@ -211,7 +214,7 @@ impl Role {
         use Permission as P;
         use Role as R;
         match p {
-            P::ViewStudy | P::ViewData | P::ViewAudit => true,
+            P::ViewStudy | P::ViewData | P::ViewAudit | P::WriteNotes => true,
             P::ManageStudy | P::ManageSites | P::AssignRoles | P::BuildStudy => {
                 matches!(self, R::DataManager | R::StudyDirector)
             }

@@ -548,27 +548,4 @@ impl WriteTx {
             .bind(by).bind(now).execute(c).await?.rows_affected());
         Ok(())
     }
-
-    /// Attaches a discrepancy note to a value.
-    ///
-    /// # Errors
-    /// On database failure.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn insert_note(
-        &mut self,
-        form_data_id: i64,
-        group_oid: &str,
-        row_number: i32,
-        item_oid: &str,
-        note_type: &str,
-        text: &str,
-    ) -> Result<i64, StoreError> {
-        let now = self.now();
-        let by = self.actor().user_id;
-        Ok(on_tx!(self, c => sqlx::query_scalar(
-            "INSERT INTO notes (form_data_id, group_oid, row_number, item_oid, note_type, status, text, created_at, \
-             created_by) VALUES ($1, $2, $3, $4, $5, 'new', $6, $7, $8) RETURNING id")
-            .bind(form_data_id).bind(group_oid).bind(row_number).bind(item_oid).bind(note_type).bind(text)
-            .bind(now).bind(by).fetch_one(c).await?))
-    }
 }

@@ -15,6 +15,7 @@ pub mod capture;
 pub mod designs;
 pub mod files;
 pub mod matrix;
+pub mod notes;
 pub mod review;
 pub mod studies;
 mod tx;

@@ -61,6 +61,7 @@ pub fn routes() -> Router<AppState> {
         .merge(crate::capture_api::routes())
         .merge(crate::review_api::routes())
         .merge(crate::matrix_api::routes())
+        .merge(crate::notes_api::routes())
 }
 
 #[derive(Deserialize)]

@@ -338,6 +338,33 @@ pub const ENDPOINTS: &[Endpoint] = &[
         Some("Sdv"),
         200,
     ),
+    (
+        "get",
+        "/api/v1/studies/{oid}/notes",
+        "notes",
+        "Discrepancy note threads of a study, filtered by site, participant, status (or open), type, assignee (or me), event, form, item and age in days; with counts by status",
+        None,
+        200,
+    ),
+    (
+        "post",
+        "/api/v1/studies/{oid}/notes",
+        "notes",
+        "Open a thread on an item value, or a field of a form, an event or a participant (which types each role may open follows OpenClinica)",
+        Some("OpenNote"),
+        201,
+    ),
+    ("get", "/api/v1/studies/{oid}/notes.csv", "notes", "The filtered threads as CSV", None, 200),
+    ("get", "/api/v1/studies/{oid}/notes/{id}", "notes", "One thread with every note in it", None, 200),
+    (
+        "post",
+        "/api/v1/studies/{oid}/notes/{id}/replies",
+        "notes",
+        "Reply to a thread, moving it to a status and an assignee (by default the role's usual next step, and back to the opener)",
+        Some("NoteReply"),
+        200,
+    ),
+    ("get", "/api/v1/outbox", "notes", "Queued and sent notification e-mails (administrators)", None, 200),
 ];
 
 fn schemas() -> Value {
@@ -393,6 +420,8 @@ fn schemas() -> Value {
         "EventStatusChange": s(&[("status", "string"), ("reason", "string")], &["status"]),
         "Signature": s(&[("username", "string"), ("password", "string"), ("meaning", "string")], &["username", "password", "meaning"]),
         "Sdv": s(&[("verified", "boolean"), ("items", "array")], &["verified"]),
+        "OpenNote": s(&[("participant", "string"), ("event", "string"), ("repeat", "integer"), ("form", "string"), ("item", "string"), ("row", "integer"), ("column", "string"), ("type", "string"), ("description", "string"), ("detailed_note", "string"), ("assigned_to", "string")], &["participant", "type", "description"]),
+        "NoteReply": s(&[("description", "string"), ("detailed_note", "string"), ("status", "string"), ("assigned_to", "string")], &["description"]),
         "Error": s(&[("code", "string"), ("message", "string"), ("details", "object"), ("request_id", "string")], &["code", "message"]),
     })
 }

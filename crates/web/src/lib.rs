@@ -14,6 +14,7 @@ pub mod error;
 mod html;
 mod matrix_api;
 mod metrics;
+mod notes_api;
 mod oc_metadata;
 mod openclinica;
 mod review_api;

@@ -183,6 +183,25 @@ async fn soft_t(t: TestApp) {
         .await;
     assert_eq!(s, StatusCode::OK, "{saved}");
     assert!(saved["open_issues"].as_array().unwrap().iter().any(|i| i["item_oid"] == "I_ADVER_WEIGHT"), "{saved}");
+    // The note is a Failed Validation Check thread on the value, assigned to the form's owner.
+    let (s, list) = t.get(&crc, &format!("/api/v1/studies/S_DEMO/notes?participant={label}")).await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    let thread = &list["threads"][0];
+    assert_eq!(
+        (thread["type"].as_str(), thread["status"].as_str(), thread["item_oid"].as_str()),
+        (Some("failed_validation_check"), Some("new"), Some("I_ADVER_WEIGHT")),
+        "{list}"
+    );
+    assert_eq!(thread["description"], "Paediatric participant, weight confirmed", "{list}");
+    assert_eq!(thread["assigned_to"], "demo_crc", "{list}");
+    // A note on an item the form does not have is refused, and nothing is saved.
+    let version = saved["form"]["version"].as_i64().unwrap();
+    let (s, e) = f
+        .save(json!({"expected_version": version, "values": [{"item": "HEIGHT", "value": "171"}],
+                     "notes": [{"item": "NOPE", "text": "?"}]}))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(e.to_string().contains("NOPE"), "{e}");
     // OpenClinica's func: calculation runs on the server.
     let bmi = value(&saved["form"], "I_ADVER_BMI", 1).unwrap();
     assert!(bmi.starts_with("4.1"), "{bmi}");

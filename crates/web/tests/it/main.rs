@@ -14,6 +14,7 @@ mod capture;
 mod design;
 mod entry;
 mod matrix;
+mod notes;
 mod oc_metadata;
 mod review;
 mod roles;
