@@ -11,6 +11,7 @@ pub struct Settings {
     pub http: casebook_web::WebSettings,
     pub security: casebook_app::SecuritySettings,
     pub audit: AuditSettings,
+    pub mail: casebook_app::mail::MailSettings,
     pub log: LogSettings,
 }
 
@@ -127,6 +128,7 @@ impl Settings {
     fn validate(&self) -> Result<()> {
         let problems: Vec<String> = [
             self.security.validate().err(),
+            self.mail.validate().err(),
             self.http.validate().err(),
             self.server.bind.parse::<std::net::SocketAddr>().err().map(|_| {
                 format!("server.bind must be an address and port such as 127.0.0.1:8080 (got '{}')", self.server.bind)

@@ -483,10 +483,12 @@ async fn serve(settings: config::Settings, demo: bool) -> Result<()> {
     let state =
         casebook_web::AppState { app: app.clone(), web: Arc::new(settings.http.clone()), metrics: Arc::default() };
     let sealer = tokio::spawn(seal_forever(app.clone(), settings.audit.seal_interval_seconds));
+    let mailer = tokio::spawn(mail_forever(app.clone(), settings.mail.clone()));
     println!("Casebook listening on http://{addr} (started in {} ms)", started.elapsed().as_millis());
     tracing::info!(%addr, database = %config::redact(&settings.database_url()?), "listening");
     casebook_web::serve(listener, state, shutdown_signal()).await.context("serving HTTP")?;
     sealer.abort();
+    mailer.abort();
     if let Err(e) = app.store().seal_audit().await {
         tracing::warn!(error = %e, "final audit seal failed");
     }
@@ -522,6 +524,25 @@ async fn seal_forever(app: App, every_seconds: u64) {
         let cutoff = app.store().clock().now() - app.security().idle_timeout();
         if let Err(e) = app.store().purge_sessions(cutoff).await {
             tracing::warn!(error = %e, "purging expired sessions failed");
+        }
+    }
+}
+
+/// Hands queued notification e-mails to the SMTP relay, if one is configured.
+async fn mail_forever(app: App, settings: casebook_app::mail::MailSettings) {
+    if settings.smtp_host.trim().is_empty() {
+        tracing::info!("no mail.smtp_host: notification e-mails stay queued in the outbox");
+        return;
+    }
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(settings.interval_seconds));
+    loop {
+        tick.tick().await;
+        match app.deliver_outbox(&settings).await {
+            Ok(d) if d.sent + d.retrying + d.failed > 0 => {
+                tracing::info!(sent = d.sent, retrying = d.retrying, failed = d.failed, "notification e-mails");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "reading the outbox failed; will retry"),
         }
     }
 }

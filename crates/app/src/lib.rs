@@ -15,6 +15,7 @@ pub mod design;
 pub mod entry;
 mod error;
 pub mod files;
+pub mod mail;
 pub mod matrix;
 pub mod notes;
 pub mod review;

@@ -94,6 +94,8 @@ pub struct MatrixRowView {
     pub site_oid: String,
     pub status: String,
     pub enrolled_on: String,
+    /// Discrepancy note threads still open (new, updated, resolution proposed).
+    pub open_notes: i64,
     /// Occurrences by event OID; events not scheduled for the participant are absent.
     pub events: BTreeMap<String, Vec<MatrixCellView>>,
 }
@@ -318,9 +320,11 @@ impl App {
                 forms_started: c.forms_started,
             });
         }
+        let open_notes: BTreeMap<i64, i64> = store.open_threads_of(&ids).await?.into_iter().collect();
         let mut rows = Vec::with_capacity(page.len());
         for r in page {
             rows.push(MatrixRowView {
+                open_notes: open_notes.get(&r.id).copied().unwrap_or(0),
                 events: by_participant.remove(&r.id).unwrap_or_default(),
                 label: r.label,
                 oid: r.oid,

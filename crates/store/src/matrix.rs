@@ -216,7 +216,7 @@ fn status_slots<'a>(statuses: &[&'a str]) -> [&'a str; 4] {
 }
 
 /// A list of ids as a JSON array, for SQLite's `json_each`.
-fn json_ids(ids: &[i64]) -> String {
+pub(crate) fn json_ids(ids: &[i64]) -> String {
     let mut out = String::with_capacity(ids.len() * 8 + 2);
     out.push('[');
     for (i, id) in ids.iter().enumerate() {

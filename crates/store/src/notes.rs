@@ -6,7 +6,7 @@
 
 use time::OffsetDateTime;
 
-use crate::db::StoreError;
+use crate::db::{Db, StoreError};
 use crate::tx::Tx;
 use crate::{Store, WriteTx};
 
@@ -233,6 +233,74 @@ impl Store {
             }
         }
         Ok(counts.into_iter().collect())
+    }
+
+    /// Open threads (new, updated, resolution proposed) of each of these participants that has
+    /// any (the matrix's flags).
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn open_threads_of(&self, participant_ids: &[i64]) -> Result<Vec<(i64, i64)>, StoreError> {
+        if participant_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(match self.db() {
+            Db::Sqlite(p) => {
+                sqlx::query_as(
+                    "SELECT participant_id, COUNT(*) FROM note_threads \
+                     WHERE status IN ('new', 'updated', 'resolution_proposed') \
+                     AND participant_id IN (SELECT value FROM json_each($1)) GROUP BY participant_id",
+                )
+                .bind(crate::matrix::json_ids(participant_ids))
+                .fetch_all(p)
+                .await?
+            }
+            Db::Postgres(p) => {
+                sqlx::query_as(
+                    "SELECT participant_id, COUNT(*) FROM note_threads \
+                     WHERE status IN ('new', 'updated', 'resolution_proposed') \
+                     AND participant_id = ANY($1) GROUP BY participant_id",
+                )
+                .bind(participant_ids.to_vec())
+                .fetch_all(p)
+                .await?
+            }
+        })
+    }
+
+    /// Queued notifications, oldest first.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn queued_outbox(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+        Ok(on_db!(self.db(), p => sqlx::query_as(
+            "SELECT id, kind, to_user_id, to_address, subject, body, status, attempts, last_error, created_at, sent_at \
+             FROM outbox WHERE status = 'queued' ORDER BY id LIMIT $1")
+            .bind(limit).fetch_all(p).await?))
+    }
+
+    /// Records that a notification was handed to the mail relay (delivery bookkeeping, not a
+    /// change of record: not audited).
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn outbox_sent(&self, id: i64, at: OffsetDateTime) -> Result<(), StoreError> {
+        on_db!(self.db(), p => sqlx::query(
+            "UPDATE outbox SET status = 'sent', attempts = attempts + 1, sent_at = $1, last_error = NULL WHERE id = $2")
+            .bind(at).bind(id).execute(p).await?.rows_affected());
+        Ok(())
+    }
+
+    /// Records a failed attempt; `last` marks the message failed for good.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn outbox_failed(&self, id: i64, error: &str, last: bool) -> Result<(), StoreError> {
+        let status = if last { "failed" } else { "queued" };
+        on_db!(self.db(), p => sqlx::query(
+            "UPDATE outbox SET status = $1, attempts = attempts + 1, last_error = $2 WHERE id = $3")
+            .bind(status).bind(error).bind(id).execute(p).await?.rows_affected());
+        Ok(())
     }
 
     /// Notifications, newest first.

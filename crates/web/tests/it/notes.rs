@@ -245,6 +245,10 @@ async fn fields_t(t: TestApp) {
     let (_, page) = t.get(&dm, &format!("{NOTES}?limit=1")).await;
     assert_eq!((page["threads"].as_array().unwrap().len(), page["next_offset"].as_i64()), (1, Some(1)), "{page}");
 
+    // The participant matrix flags the open thread.
+    let (_, m) = t.get(&dm, &format!("/api/v1/studies/S_DEMO/matrix?q={label}")).await;
+    assert_eq!(m["rows"][0]["open_notes"], 1, "{m}");
+
     // CSV of the same selection.
     let r = crate::client().get(t.url(&format!("{NOTES}.csv?status=open"))).bearer_auth(&dm).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
@@ -263,4 +267,98 @@ async fn fields_t(t: TestApp) {
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = reply(&t, &crc_b, q["id"].as_i64().unwrap(), json!({"description": "x"})).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+/// A minimal SMTP server on 127.0.0.1:0 that accepts every message and keeps its text.
+async fn smtp_sink() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = got.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (r, mut w) = stream.into_split();
+            let mut r = BufReader::new(r);
+            w.write_all(b"220 sink ready\r\n").await.unwrap();
+            let mut data: Option<String> = None;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(d) = data.as_mut() {
+                    if line == ".\r\n" {
+                        keep.lock().unwrap().push(data.take().unwrap());
+                        w.write_all(b"250 queued\r\n").await.unwrap();
+                    } else {
+                        d.push_str(&line);
+                    }
+                    continue;
+                }
+                let reply: &[u8] = match line.get(..4).unwrap_or("") {
+                    "EHLO" => b"250-sink\r\n250 8BITMIME\r\n",
+                    "DATA" => {
+                        data = Some(String::new());
+                        b"354 go on\r\n"
+                    }
+                    "QUIT" => b"221 bye\r\n",
+                    _ => b"250 ok\r\n",
+                };
+                w.write_all(reply).await.unwrap();
+                if line.starts_with("QUIT") {
+                    break;
+                }
+            }
+        }
+    });
+    (port, got)
+}
+
+both!(notifications_go_out_through_smtp_and_failures_are_kept, smtp_t);
+async fn smtp_t(t: TestApp) {
+    use casebook_app::mail::{Delivery, MailSettings};
+    let crc = t.key("demo_crc").await;
+    let monitor = t.key("demo_site_monitor").await;
+    let admin = t.key("demo_admin").await;
+    let label = participant_with_vitals(&t, &crc).await;
+    let (s, q) = t.post(&monitor, NOTES, query_on_weight(&label, "Source says 46 kg")).await;
+    assert_eq!(s, StatusCode::CREATED, "{q}");
+
+    // Without a relay nothing is sent, and the message stays queued.
+    let none = t.app.deliver_outbox(&MailSettings::default()).await.unwrap();
+    assert_eq!(none, Delivery::default());
+
+    let (port, got) = smtp_sink().await;
+    let relay = MailSettings { smtp_host: "127.0.0.1".into(), smtp_port: port, ..MailSettings::default() };
+    let d = t.app.deliver_outbox(&relay).await.unwrap();
+    assert_eq!(d, Delivery { sent: 1, retrying: 0, failed: 0 });
+    let mails = got.lock().unwrap().clone();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert!(mails[0].contains("To: demo_crc@demo.casebook.invalid\r\n"), "{}", mails[0]);
+    assert!(
+        mails[0].contains(&format!("Subject: [Casebook] Query DN_{} assigned to you (New)", q["id"])),
+        "{}",
+        mails[0]
+    );
+    assert!(mails[0].contains("Source says 46 kg"), "{}", mails[0]);
+    let (_, out) = t.get(&admin, "/api/v1/outbox").await;
+    assert_eq!(out["messages"][0]["status"], "sent", "{out}");
+    assert_eq!(t.app.deliver_outbox(&relay).await.unwrap(), Delivery::default(), "sent once only");
+
+    // A relay that is down: retried, then marked failed with the reason; never dropped.
+    let (s, _) = t.post(&crc, &format!("{NOTES}/{}/replies", q["id"]), json!({"description": "Corrected"})).await;
+    assert_eq!(s, StatusCode::OK);
+    let dead_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let down = MailSettings { smtp_port: dead_port, max_attempts: 2, timeout_seconds: 2, ..relay };
+    assert_eq!(t.app.deliver_outbox(&down).await.unwrap(), Delivery { sent: 0, retrying: 1, failed: 0 });
+    assert_eq!(t.app.deliver_outbox(&down).await.unwrap(), Delivery { sent: 0, retrying: 0, failed: 1 });
+    let (_, out) = t.get(&admin, "/api/v1/outbox").await;
+    let last = &out["messages"][0];
+    assert_eq!((last["status"].as_str(), last["attempts"].as_i64()), (Some("failed"), Some(2)), "{out}");
+    assert!(last["last_error"].as_str().unwrap().contains("connecting"), "{out}");
+    assert_eq!(last["to"], "demo_site_monitor@demo.casebook.invalid", "{out}");
 }
