@@ -17,6 +17,7 @@ pub mod files;
 pub mod matrix;
 pub mod notes;
 pub mod review;
+pub mod rules;
 pub mod studies;
 mod tx;
 

@@ -2,5 +2,6 @@
 //! status machines of participants, events and forms.
 
 pub mod evaluate;
+pub mod rule_data;
 pub mod status;
 pub mod values;
