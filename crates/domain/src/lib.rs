@@ -13,6 +13,7 @@ pub mod notes;
 pub mod oid;
 pub mod password;
 pub mod role;
+pub mod rules;
 pub mod study;
 pub mod user;
 

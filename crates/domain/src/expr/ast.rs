@@ -332,8 +332,10 @@ pub enum Repeat {
     All,
 }
 
-/// Event-level properties usable in OpenClinica rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Event-level properties usable in OpenClinica rules (serialised as written: `STARTDATE`,
+/// `STATUS`, as in a rules file's `EventDestination/@Property`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum EventProperty {
     /// `STARTDATE`: the event's start date.
     StartDate,
@@ -348,6 +350,16 @@ impl EventProperty {
         match self {
             Self::StartDate => "STARTDATE",
             Self::Status => "STATUS",
+        }
+    }
+
+    /// Parses the keyword, in any case (`STARTDATE`, `startDate`).
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_uppercase().as_str() {
+            "STARTDATE" => Some(Self::StartDate),
+            "STATUS" => Some(Self::Status),
+            _ => None,
         }
     }
 }

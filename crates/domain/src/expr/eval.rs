@@ -231,6 +231,15 @@ fn compare_intervals((alo, ahi): (f64, f64), (blo, bhi): (f64, f64)) -> Order {
     }
 }
 
+/// Text that reads as a full date or date and time (not a partial date: `2020` is a number),
+/// as the interval [`interval`] gives.
+fn text_date(v: &Value) -> Option<(f64, f64)> {
+    match v {
+        Value::Text(t) if parse_date(t).is_some() || parse_date_time(t).is_some() => interval(v),
+        _ => None,
+    }
+}
+
 fn is_temporal(v: &Value) -> bool {
     matches!(v, Value::Date(_) | Value::DateTime(_) | Value::PartialDate(_))
 }
@@ -447,7 +456,7 @@ impl Eval<'_> {
 
     /// OpenClinica: an empty operand makes the comparison unknown (except `eq ""`); `eq`/`ne`
     /// compare numbers when both are numbers, dates when both are dates, else text;
-    /// `gt`/`lt`/… compare dates or numbers only.
+    /// `gt`/`lt`/… compare dates (also text that reads as a date) or numbers only.
     fn oc_order(&self, op: BinaryOp, a: &Value, b: &Value) -> Order {
         let equality = matches!(op, BinaryOp::Eq | BinaryOp::Ne);
         match (a, b) {
@@ -466,6 +475,10 @@ impl Eval<'_> {
             return order;
         } else if let (Some(x), Some(y)) = (self.num(a), self.num(b)) {
             return Order::of_f64(x.f(), y.f());
+        } else if !equality && let (Some(x), Some(y)) = (text_date(a), text_date(b)) {
+            // OpenClinica compares dates "if both are dates", whatever item holds them: two
+            // dates typed into text items compare as dates, not unknown.
+            return compare_intervals(x, y);
         }
         if equality { Order::Known(self.text(a).cmp(&self.text(b))) } else { Order::Unknown }
     }

@@ -37,7 +37,8 @@
 //!   `and` and `or` have ONE precedence and are read left to right, as OpenClinica documents:
 //!   `A or B and C` is `(A or B) and C` (the parser warns when they are mixed without
 //!   parentheses). `eq`/`ne` compare numbers when both sides are numbers, dates when both are
-//!   dates, else text; `gt`/`lt`/… compare numbers or dates only. Unquoted words that are not
+//!   dates, else text; `gt`/`lt`/… compare numbers or dates only (dates typed into text items
+//!   included), anything else is unknown. Unquoted words that are not
 //!   OID-shaped (`I_A eq Y`) are text, with a warning. `ct` on a multiple choice tests one code.
 //! - **Dates in arithmetic are days.** date − date = days (OpenClinica: the absolute
 //!   difference, as documented), date ± number = date, so `(today() - ${dob}) div 365.25` is
@@ -62,6 +63,8 @@ mod parser;
 mod types;
 mod value;
 
+#[cfg(test)]
+mod rule_semantics_tests;
 #[cfg(test)]
 mod tests;
 
