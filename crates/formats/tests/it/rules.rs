@@ -1,0 +1,342 @@
+//! OpenClinica 3 rules files: files round-trip through the writer, rules embedded in ODM read
+//! like a `RuleImport`, and every mistake in a file gives one precise diagnostic at its line and
+//! column.
+
+use casebook_domain::expr::EventProperty;
+use casebook_domain::oid::Oid;
+use casebook_domain::rules::{
+    ActionKind, EventDestination, InsertDestination, InsertValue, RuleAction, RuleAssignment, RuleDef, RuleRef,
+    RuleSet, RunFlags, RunOnStatus, RunPhase, TimeOfDay,
+};
+use casebook_formats::diagnostic::{Diagnostics, Location, Severity};
+use casebook_formats::rules::{read_rules, write_rules};
+
+fn oid(s: &str) -> Oid {
+    Oid::parse(s).unwrap()
+}
+
+/// Each diagnostic as `line:column severity: message` (or `severity: message` without a place).
+fn render(d: &Diagnostics) -> Vec<String> {
+    d.0.iter()
+        .map(|x| {
+            let severity = if x.severity == Severity::Error { "error" } else { "warning" };
+            match x.location {
+                Location::Xml { line, column } => format!("{line}:{column} {severity}: {}", x.message),
+                _ => format!("{severity}: {}", x.message),
+            }
+        })
+        .collect()
+}
+
+fn read_clean(xml: &[u8]) -> RuleSet {
+    let (set, d) = read_rules(xml);
+    assert!(d.0.is_empty(), "unexpected diagnostics: {:#?}", render(&d));
+    set.unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing.
+
+/// A set using every feature the writer has to carry, with text that needs escaping.
+fn every_feature() -> RuleSet {
+    let action = |when: bool, kind: ActionKind| RuleAction { if_expression_evaluates: when, run: RunFlags::ALL, kind };
+    RuleSet {
+        rule_defs: vec![
+            RuleDef {
+                oid: oid("R_A"),
+                name: "Weight & height <check>".into(),
+                description: Some("Says \"hello\" & 'bye'\non two lines".into()),
+                expression: "I_VITAL_WEIGHT gt 100 and I_VITAL_ABNORMAL ne \"yes\"".into(),
+            },
+            RuleDef { oid: oid("R_B"), name: "B".into(), description: None, expression: "I_VITAL_SYS gt 180".into() },
+        ],
+        assignments: vec![
+            RuleAssignment {
+                target: "SE_BASELINE.F_VITAL_SIGNS.IG_VITAL_VS.I_VITAL_WEIGHT".into(),
+                run_on_schedule: TimeOfDay::parse("02:30"),
+                rule_refs: vec![RuleRef {
+                    rule_oid: oid("R_A"),
+                    actions: vec![
+                        RuleAction {
+                            if_expression_evaluates: false,
+                            run: RunFlags::NONE.with(RunPhase::Batch, true),
+                            kind: ActionKind::DiscrepancyNote { message: "Weight > 100 & not abnormal?".into() },
+                        },
+                        action(true, ActionKind::Email { message: "m".into(), to: "a@b.invalid, c@d.invalid".into() }),
+                        action(
+                            true,
+                            ActionKind::Notification {
+                                to: "${participant}".into(),
+                                subject: Some("Visit".into()),
+                                message: "Please come".into(),
+                            },
+                        ),
+                        action(true, ActionKind::Notification { to: "x".into(), subject: None, message: "y".into() }),
+                        action(
+                            true,
+                            ActionKind::Show {
+                                message: String::new(),
+                                destinations: vec!["I_VITAL_ABNORMAL_DESC".into()],
+                            },
+                        ),
+                        action(
+                            false,
+                            ActionKind::Hide {
+                                message: "Hidden".into(),
+                                destinations: vec!["I_VITAL_ABNORMAL_DESC".into(), "IG_VITAL_VS.I_VITAL_BMI".into()],
+                            },
+                        ),
+                        action(
+                            true,
+                            ActionKind::Insert {
+                                destinations: vec![
+                                    InsertDestination {
+                                        oid_path: "I_VITAL_ABNORMAL".into(),
+                                        value: InsertValue::Value("yes".into()),
+                                    },
+                                    InsertDestination {
+                                        oid_path: "I_VITAL_ABNORMAL_DESC".into(),
+                                        value: InsertValue::Value(String::new()),
+                                    },
+                                    InsertDestination {
+                                        oid_path: "I_VITAL_HEIGHT".into(),
+                                        value: InsertValue::Expression("I_VITAL_WEIGHT * 2".into()),
+                                    },
+                                ],
+                            },
+                        ),
+                        action(
+                            true,
+                            ActionKind::Event {
+                                event_oid: oid("SE_FOLLOWUP"),
+                                run_on_status: RunOnStatus {
+                                    completed: true,
+                                    not_scheduled: false,
+                                    ..RunOnStatus::default()
+                                },
+                                destinations: vec![
+                                    EventDestination {
+                                        property: EventProperty::StartDate,
+                                        value_expression: "_CURRENT_DATE + 7".into(),
+                                    },
+                                    EventDestination {
+                                        property: EventProperty::Status,
+                                        value_expression: "scheduled".into(),
+                                    },
+                                ],
+                            },
+                        ),
+                    ],
+                }],
+            },
+            RuleAssignment {
+                target: "SE_BASELINE.STARTDATE".into(),
+                run_on_schedule: None,
+                rule_refs: vec![RuleRef {
+                    rule_oid: oid("R_B"),
+                    actions: vec![action(true, ActionKind::DiscrepancyNote { message: "n".into() })],
+                }],
+            },
+        ],
+    }
+}
+
+#[test]
+fn written_rules_read_back_to_the_same_set() {
+    let set = every_feature();
+    let xml = write_rules(&set);
+    assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<RuleImport>"), "{xml}");
+    assert!(xml.contains("<Run AdministrativeDataEntry=\"false\" InitialDataEntry=\"false\" DoubleDataEntry=\"false\" ImportDataEntry=\"false\" Batch=\"true\"/>"), "{xml}");
+    assert!(
+        xml.contains("<Target Context=\"OC_RULES_V1\">SE_BASELINE.F_VITAL_SIGNS.IG_VITAL_VS.I_VITAL_WEIGHT</Target>"),
+        "{xml}"
+    );
+    assert_eq!(read_clean(xml.as_bytes()), set);
+
+    assert_eq!(write_rules(&read_clean(xml.as_bytes())), xml, "writing is deterministic");
+}
+
+#[test]
+fn rules_embedded_in_odm_read_as_a_rule_import() {
+    let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<ODM xmlns="http://www.cdisc.org/ns/odm/v1.3" xmlns:OpenClinica="http://www.openclinica.org/ns/odm_ext_v130/v3.1"
+     xmlns:OpenClinicaRules="http://www.openclinica.org/ns/rules/v3.1" FileOID="F" FileType="Snapshot">
+  <Study OID="S_DEMO">
+    <MetaDataVersion OID="v1" Name="v1">
+      <OpenClinicaRules:Rules>
+        <OpenClinicaRules:RuleAssignment>
+          <OpenClinicaRules:Target Context="OC_RULES_V1">I_VITAL_SYS</OpenClinicaRules:Target>
+          <OpenClinicaRules:RuleRef OID="R_B">
+            <OpenClinicaRules:DiscrepancyNoteAction IfExpressionEvaluates="true">
+              <OpenClinicaRules:Message>n</OpenClinicaRules:Message>
+            </OpenClinicaRules:DiscrepancyNoteAction>
+          </OpenClinicaRules:RuleRef>
+        </OpenClinicaRules:RuleAssignment>
+        <OpenClinicaRules:RuleDef OID="R_B" Name="B">
+          <OpenClinicaRules:Expression>I_VITAL_SYS gt 180</OpenClinicaRules:Expression>
+        </OpenClinicaRules:RuleDef>
+      </OpenClinicaRules:Rules>
+    </MetaDataVersion>
+  </Study>
+  <ClinicalData StudyOID="S_DEMO" MetaDataVersionOID="v1"><SubjectData SubjectKey="SS_1"/></ClinicalData>
+</ODM>"#;
+    let plain = r#"<RuleImport xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:noNamespaceSchemaLocation="rules.xsd">
+  <RuleAssignment><Target>I_VITAL_SYS</Target>
+    <RuleRef OID="R_B"><DiscrepancyNoteAction IfExpressionEvaluates="1"><Message>n</Message></DiscrepancyNoteAction></RuleRef>
+  </RuleAssignment>
+  <RuleDef OID="R_B" Name="B"><Expression>I_VITAL_SYS gt 180</Expression></RuleDef>
+</RuleImport>"#;
+    assert_eq!(read_clean(xml.as_bytes()), read_clean(plain.as_bytes()));
+    let (set, d) = read_rules(br#"<ODM xmlns="http://www.cdisc.org/ns/odm/v1.3"><Study OID="S"/></ODM>"#);
+    assert!(set.is_none());
+    assert_eq!(
+        render(&d),
+        ["1:1 error: This ODM file holds no OpenClinica rules: no <Rules> or <RuleImport> element in the rules \
+          namespace (http://www.openclinica.org/ns/rules/v3.1)."]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mistakes in the file.
+
+/// A one-rule file: the assignment's inside (after the target) and the rule's expression.
+fn file(target: &str, rule_ref: &str, expression: &str) -> String {
+    format!(
+        "<RuleImport>\n<RuleAssignment>\n<Target>{target}</Target>\n{rule_ref}\n</RuleAssignment>\n\
+         <RuleDef OID=\"R_1\" Name=\"One\">\n<Expression>{expression}</Expression>\n</RuleDef>\n</RuleImport>\n"
+    )
+}
+
+const NOTE: &str = r#"<RuleRef OID="R_1"><DiscrepancyNoteAction IfExpressionEvaluates="true"><Message>m</Message></DiscrepancyNoteAction></RuleRef>"#;
+
+#[test]
+fn mistakes_in_the_file_are_reported_at_their_line_and_column() {
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (
+            "<RuleImport>\n  <RuleDef OID=\"R_1\">\n</RuleImport>".into(),
+            vec!["3:1 error: The XML is not well formed: ill-formed document: expected `</RuleDef>`, but `</RuleImport>` was found."],
+        ),
+        (
+            "<?xml version=\"1.0\"?>\n<!DOCTYPE r [<!ENTITY x SYSTEM \"file:///etc/passwd\">]>\n<RuleImport>&x;</RuleImport>".into(),
+            vec!["2:1 error: The file has a <!DOCTYPE> declaration. Document type definitions and entity declarations \
+                  are refused (they can read local files or expand without limit); rules files need none."],
+        ),
+        (
+            file("I_VITAL_SYS", NOTE, "I_VITAL_SYS gt &unknown;"),
+            vec!["7:28 error: The XML is not well formed: the entity '&unknown;' is not defined (only &amp; &lt; &gt; \
+                  &quot; &apos; and character references are allowed)."],
+        ),
+        ("<Rules><RuleDef/></Rules><x/>".into(), vec!["1:26 error: The XML is not well formed: there is more than one root element."]),
+        ("<RuleSet/>".into(), vec!["1:1 error: The file is not an OpenClinica rules file: its root element is <RuleSet>, not <RuleImport> (or an ODM file with rules)."]),
+        (
+            file("I_VITAL_SYS", &NOTE.replace("R_1", "R_2"), "I_VITAL_SYS gt 1"),
+            vec!["4:1 error: RuleRef R_2 refers to no RuleDef in this file. Did you mean R_1?", "6:1 warning: RuleDef R_1 is not used by any RuleAssignment."],
+        ),
+        (
+            file("I_VITAL_SYS", NOTE, "I_VITAL_SYS gt 1").replace("</RuleImport>", "<RuleDef OID=\"R_1\" Name=\"Again\"><Expression>I_A eq 1</Expression></RuleDef>\n</RuleImport>"),
+            vec!["9:1 error: RuleDef R_1 is defined twice (first at line 6, column 1)."],
+        ),
+        (
+            file("I_VITAL_SYS", &NOTE.replace("IfExpressionEvaluates=\"true\"", "IfExpressionEvaluates=\"yes\""), "I_VITAL_SYS gt 1"),
+            vec!["4:20 error: IfExpressionEvaluates=\"yes\" in <DiscrepancyNoteAction> is not a boolean: write true or false."],
+        ),
+        (
+            file("I_VITAL_SYS", &NOTE.replace(" IfExpressionEvaluates=\"true\"", ""), "I_VITAL_SYS gt 1"),
+            vec!["4:20 error: <DiscrepancyNoteAction> has no IfExpressionEvaluates attribute; it is required (true or false)."],
+        ),
+        (
+            file(
+                "I_VITAL_SYS",
+                &NOTE.replace("<Message>", "<Run AdministrativeDataEntry=\"true\" InitialDataEntry=\"true\" DoubleDataEntry=\"true\" ImportDataEntry=\"true\"/><Message>"),
+                "I_VITAL_SYS gt 1",
+            ),
+            vec!["4:72 error: <Run> has no Batch attribute; it is required (true or false)."],
+        ),
+        (
+            file("I_VITAL_SYS", &format!("<RunOnSchedule Time=\"25:00\"/>{NOTE}"), "I_VITAL_SYS gt 1"),
+            vec!["4:1 error: Time=\"25:00\" of <RunOnSchedule> is not a time of day: write HH:MM, 00:00 to 23:59."],
+        ),
+        (
+            file("I_VITAL_SYS", &NOTE.replace("<Message>", "<Mesage>").replace("</Message>", "</Mesage>"), "I_VITAL_SYS gt 1"),
+            vec![
+                "4:20 error: <DiscrepancyNoteAction> has no <Message>; it is required.",
+                "4:72 error: <Mesage> is not part of <DiscrepancyNoteAction>; expected: Run, Message. Did you mean Message?",
+            ],
+        ),
+        (
+            file("I_VITAL_SYS", &NOTE.replace("RuleRef OID", "RuleRef Oid"), "I_VITAL_SYS gt 1"),
+            vec!["4:1 error: <RuleRef> has an unknown attribute Oid; expected: OID. Did you mean OID?", "4:1 error: <RuleRef> has no OID attribute; it is required.", "6:1 warning: RuleDef R_1 is not used by any RuleAssignment."],
+        ),
+        (
+            file("I_VITAL_SYS", NOTE, "I_VITAL_SYS gt"),
+            vec!["7:27 error: <Expression> \"I_VITAL_SYS gt\": the expression ends too early at column 15: expected a value."],
+        ),
+        (
+            file("I_VITAL_SYS", NOTE, "IG_VITAL_ECG[ALL].I_VITAL_HR gt 100"),
+            vec!["7:13 error: <Expression> \"IG_VITAL_ECG[ALL].I_VITAL_HR gt 100\": IG_VITAL_ECG[ALL].I_VITAL_HR uses [ALL], \
+                  which is only allowed in a rule target; select one row with [1], [2], … or [END]."],
+        ),
+        (
+            file("I_VITAL_SYS gt 1", NOTE, "I_VITAL_SYS gt 1"),
+            vec!["3:9 error: <Target> \"I_VITAL_SYS gt 1\": a rule target is one OID path, e.g. \
+                  SE_VISIT.F_VITALS.IG_VITALS_BP[ALL].I_VITALS_SYS."],
+        ),
+        (
+            file("I_VITAL_SYS", &NOTE.replace("DiscrepancyNoteAction", "RandomizeAction").replace("<Message>m</Message>", "<DestinationProperty OID=\"I_ARM\"/>"), "I_VITAL_SYS gt 1"),
+            vec!["4:20 error: <RandomizeAction> is not supported: Casebook has no randomisation module, so the participant \
+                  would not be randomised. Remove the action and randomise outside Casebook."],
+        ),
+        (
+            file(
+                "I_VITAL_SYS",
+                r#"<RuleRef OID="R_1"><InsertAction IfExpressionEvaluates="true"><DestinationProperty OID="I_VITAL_DIA" Value="1"><ValueExpression>2</ValueExpression></DestinationProperty></InsertAction></RuleRef>"#,
+                "I_VITAL_SYS gt 1",
+            ),
+            vec!["4:63 error: <DestinationProperty> has both a Value and a <ValueExpression>; give one."],
+        ),
+        (
+            file(
+                "I_VITAL_SYS",
+                r#"<RuleRef OID="R_1"><ShowAction IfExpressionEvaluates="true"><DestinationProperty OID="IG_VITAL_ECG[ALL].I_VITAL_HR"/></ShowAction></RuleRef>"#,
+                "I_VITAL_SYS gt 1",
+            ),
+            vec!["4:61 error: ShowAction destination OID=\"IG_VITAL_ECG[ALL].I_VITAL_HR\": [ALL] is only allowed in a rule \
+                  target; a destination is the target's row (no selector) or one row ([1], [END])."],
+        ),
+        (
+            file(
+                "I_VITAL_SYS",
+                r#"<RuleRef OID="R_1"><EventAction IfExpressionEvaluates="true" OID="SE_FOLLOWUP"><EventDestination Property="ENDDATE"><ValueExpression>_CURRENT_DATE</ValueExpression></EventDestination></EventAction></RuleRef>"#,
+                "I_VITAL_SYS gt 1",
+            ),
+            vec!["4:80 error: Property=\"ENDDATE\" of <EventDestination> is not STARTDATE or STATUS."],
+        ),
+        (
+            file("I_VITAL_SYS", &NOTE.replace("<Message>m</Message>", "<Message>m</Message>text"), "I_VITAL_SYS gt 1"),
+            vec!["4:92 error: <DiscrepancyNoteAction> holds text where only elements belong."],
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (xml, expected) in cases {
+        let (set, d) = read_rules(xml.as_bytes());
+        if render(&d) != expected {
+            wrong.push(format!("{xml}\n  expected {expected:#?}\n  got {:#?}", render(&d)));
+        }
+        assert_eq!(set.is_none(), d.has_errors());
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
+}
+
+#[test]
+fn an_expression_written_with_references_is_located_at_its_element() {
+    // `&amp;` shifts offsets in the file, so the message says where in the expression.
+    let xml = file("I_VITAL_SYS", NOTE, "I_VITAL_SYS gt \"&amp;\" and");
+    let (_, d) = read_rules(xml.as_bytes());
+    assert_eq!(
+        render(&d),
+        [
+            "7:1 error: <Expression> \"I_VITAL_SYS gt \"&\" and\": the expression ends too early at column 23: expected a \
+          value (at character 23)."
+        ]
+    );
+}
