@@ -5,7 +5,7 @@
 //! required ones, one where one is allowed), booleans, times, OIDs, the syntax of targets,
 //! expressions and destinations (`[ALL]` only in targets), `RuleRef`s to `RuleDef`s of the
 //! file and duplicate `RuleDef` OIDs. Whether paths exist and expressions type-check needs the
-//! study design (checked separately).
+//! study design: [`super::validate_rules`].
 //!
 //! Leniencies: elements may come in any order; attributes in `xsi:` and `xml:` are ignored,
 //! other prefixed attributes are ignored with a warning; `InsertAction/@OID` (which says

@@ -1,7 +1,11 @@
 //! OpenClinica 3 rules files: files round-trip through the writer, rules embedded in ODM read
-//! like a `RuleImport`, and every mistake in a file gives one precise diagnostic at its line and
-//! column.
+//! like a `RuleImport`, and every kind of mistake gives one precise diagnostic (line and column
+//! for the file's structure; assignment, rule and path for mistakes against the demo design,
+//! built from the demo forms).
 
+use std::path::PathBuf;
+
+use casebook_domain::design::{EventDef, EventForm, EventType, FormDef, StudyDesign};
 use casebook_domain::expr::EventProperty;
 use casebook_domain::oid::Oid;
 use casebook_domain::rules::{
@@ -9,10 +13,77 @@ use casebook_domain::rules::{
     RuleSet, RunFlags, RunOnStatus, RunPhase, TimeOfDay,
 };
 use casebook_formats::diagnostic::{Diagnostics, Location, Severity};
-use casebook_formats::rules::{read_rules, write_rules};
+use casebook_formats::rules::{read_rules, validate_rules, write_rules};
+use casebook_formats::workbook::Workbook;
+use casebook_formats::xlsform::{Context, ImportedForm};
+use casebook_formats::{occrf, xlsform};
 
 fn oid(s: &str) -> Oid {
     Oid::parse(s).unwrap()
+}
+
+fn repo_file(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+}
+
+fn form(imported: ImportedForm) -> FormDef {
+    FormDef { oid: imported.form_oid, name: imported.form_name, description: None, versions: vec![imported.version] }
+}
+
+fn event(oid_text: &str, name: &str, event_type: EventType, repeating: bool, form: &str) -> EventDef {
+    EventDef {
+        oid: oid(oid_text),
+        name: name.into(),
+        description: None,
+        category: None,
+        event_type,
+        repeating,
+        forms: vec![EventForm::new(oid(form))],
+    }
+}
+
+/// The demo study's design, from the demo forms as the demo seeds it: Baseline and Follow-up
+/// (repeating) with the vital signs, Adverse events (common, repeating) with the AE CRF.
+fn demo_design() -> StudyDesign {
+    let workbook =
+        |f: &str| Workbook::from_bytes(&std::fs::read(repo_file(&format!("demo/forms/{f}"))).unwrap()).unwrap();
+    let (vitals, d) = xlsform::import(&workbook("vital_signs.xlsx"), Context::default());
+    assert!(!d.has_errors(), "{:?}", d.0);
+    let (ae, d) = occrf::import(&workbook("adverse_events_crf.xlsx"), Context::default());
+    assert!(!d.has_errors(), "{:?}", d.0);
+    let design = StudyDesign {
+        events: vec![
+            event("SE_BASELINE", "Baseline", EventType::Scheduled, false, "F_VITAL_SIGNS"),
+            event("SE_FOLLOWUP", "Follow-up", EventType::Scheduled, true, "F_VITAL_SIGNS"),
+            event("SE_ADVERSEEVENTS", "Adverse events", EventType::Common, true, "F_ADVERSEEVENT"),
+        ],
+        forms: vec![form(vitals.unwrap()), form(ae.unwrap())],
+    };
+    // The OIDs the demo rules rely on.
+    let oids = design.oids();
+    for expected in [
+        "F_VITAL_SIGNS",
+        "F_VITAL_SIGNS_V10",
+        "IG_VITAL_VS",
+        "IG_VITAL_ECG",
+        "I_VITAL_VS_DATE",
+        "I_VITAL_WEIGHT",
+        "I_VITAL_HEIGHT",
+        "I_VITAL_SYS",
+        "I_VITAL_DIA",
+        "I_VITAL_ABNORMAL",
+        "I_VITAL_HR",
+        "F_ADVERSEEVENT",
+        "IG_ADVER_ASSESS",
+        "IG_ADVER_AE",
+        "I_ADVER_WEIGHT",
+        "I_ADVER_HOSP",
+        "I_ADVER_HOSP_DAYS",
+        "I_ADVER_AE_SER",
+    ] {
+        assert!(oids.contains(expected), "the demo design has no {expected}");
+    }
+    design
 }
 
 /// Each diagnostic as `line:column severity: message` (or `severity: message` without a place).
@@ -337,6 +408,248 @@ fn an_expression_written_with_references_is_located_at_its_element() {
         [
             "7:1 error: <Expression> \"I_VITAL_SYS gt \"&\" and\": the expression ends too early at column 23: expected a \
           value (at character 23)."
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mistakes against the design.
+
+/// Validation errors and warnings of a one-rule file that reads cleanly.
+fn check_against_demo(target: &str, rule_ref: &str, expression: &str) -> Vec<String> {
+    let set = read_clean(file(target, rule_ref, expression).as_bytes());
+    render(&validate_rules(&set, &demo_design()))
+}
+
+fn insert(destination: &str, value: &str) -> String {
+    format!(
+        r#"<RuleRef OID="R_1"><InsertAction IfExpressionEvaluates="true"><DestinationProperty OID="{destination}" {value}</DestinationProperty></InsertAction></RuleRef>"#
+    )
+}
+
+fn event_action(event: &str, property: &str, value: &str) -> String {
+    format!(
+        r#"<RuleRef OID="R_1"><EventAction IfExpressionEvaluates="true" OID="{event}"><EventDestination Property="{property}"><ValueExpression>{value}</ValueExpression></EventDestination></EventAction></RuleRef>"#
+    )
+}
+
+#[test]
+fn mistakes_against_the_design_name_the_assignment_rule_and_path() {
+    const VS: &str = "SE_BASELINE.F_VITAL_SIGNS.IG_VITAL_VS";
+    let sys = format!("{VS}.I_VITAL_SYS");
+    let here = format!("RuleAssignment 1 (target {sys}), rule R_1");
+    let cases: Vec<(String, String, String, Vec<String>)> = vec![
+        // Paths that resolve, including a form version and shortest suffixes.
+        (sys.clone(), NOTE.into(), "I_VITAL_DIA gte I_VITAL_SYS".into(), vec![]),
+        ("F_VITAL_SIGNS_V10.IG_VITAL_VS.I_VITAL_SYS".into(), NOTE.into(), "IG_VITAL_VS.I_VITAL_DIA gt 1".into(), vec![]),
+        (sys.clone(), NOTE.into(), "IG_VITAL_ECG[END].I_VITAL_HR gt I_VITAL_SYS".into(), vec![]),
+        (sys.clone(), NOTE.into(), "SE_BASELINE.STARTDATE lt _CURRENT_DATE".into(), vec![]),
+        (
+            "F_VITAL_SIGNS.IG_VITAL_VS.I_VITAL_WEIGTH".into(),
+            NOTE.into(),
+            "I_VITAL_SYS gt 1".into(),
+            vec![
+                "error: RuleAssignment 1 (target F_VITAL_SIGNS.IG_VITAL_VS.I_VITAL_WEIGTH): Target \
+                 F_VITAL_SIGNS.IG_VITAL_VS.I_VITAL_WEIGTH: there is no item I_VITAL_WEIGTH (did you mean I_VITAL_WEIGHT?)"
+                    .into(),
+            ],
+        ),
+        (
+            "SE_ADVERSEEVENTS.F_VITAL_SIGNS.IG_VITAL_VS.I_VITAL_SYS".into(),
+            NOTE.into(),
+            "I_VITAL_SYS gt 1".into(),
+            vec![
+                "error: RuleAssignment 1 (target SE_ADVERSEEVENTS.F_VITAL_SIGNS.IG_VITAL_VS.I_VITAL_SYS): Target \
+                 SE_ADVERSEEVENTS.F_VITAL_SIGNS.IG_VITAL_VS.I_VITAL_SYS: the event SE_ADVERSEEVENTS does not use the \
+                 form of I_VITAL_SYS"
+                    .into(),
+            ],
+        ),
+        (
+            "SE_BASELINE[2].F_VITAL_SIGNS.IG_VITAL_VS.I_VITAL_SYS".into(),
+            NOTE.into(),
+            "I_VITAL_SYS gt 1".into(),
+            vec![
+                "error: RuleAssignment 1 (target SE_BASELINE[2].F_VITAL_SIGNS.IG_VITAL_VS.I_VITAL_SYS): Target \
+                 SE_BASELINE[2].F_VITAL_SIGNS.IG_VITAL_VS.I_VITAL_SYS: the event SE_BASELINE does not repeat, so it has \
+                 no occurrence 2"
+                    .into(),
+            ],
+        ),
+        (
+            sys.clone(),
+            NOTE.into(),
+            "I_VITAL_VS_DATE lt \"soon\"".into(),
+            vec![format!(
+                "error: {here}: Expression \"I_VITAL_VS_DATE lt \"soon\"\": I_VITAL_VS_DATE is a date but 'soon' is not \
+                 (write it as 'YYYY-MM-DD') (at character 20)"
+            )],
+        ),
+        (
+            sys.clone(),
+            NOTE.into(),
+            "I_VITAL_SYS + 1".into(),
+            vec![format!(
+                "error: {here}: Expression \"I_VITAL_SYS + 1\": this condition gives an integer, not true or false (at \
+                 character 1)"
+            )],
+        ),
+        (
+            sys.clone(),
+            NOTE.into(),
+            "I_VITAL_HR gt 100".into(),
+            vec![format!(
+                "error: {here}: Expression \"I_VITAL_HR gt 100\": I_VITAL_HR has a value for every repeated row: select \
+                 one row with [1], [2], … or [END] (at character 1)"
+            )],
+        ),
+        (
+            sys.clone(),
+            NOTE.into(),
+            "I_ADVER_HOSP eq 1".into(),
+            vec![format!(
+                "error: {here}: Expression \"I_ADVER_HOSP eq 1\": I_ADVER_HOSP is in the form F_ADVERSEEVENT, which the \
+                 target's event (SE_BASELINE) does not use; name the event, e.g. SE_ADVERSEEVENTS.I_ADVER_HOSP (at \
+                 character 1)"
+            )],
+        ),
+        (
+            sys.clone(),
+            NOTE.into(),
+            "SE_FOLLOWUP.F_VITAL_SIGNS.IG_VITAL_VS.I_VITAL_SYS gt I_VITAL_SYS".into(),
+            vec![format!(
+                "warning: {here}: Expression \"SE_FOLLOWUP.F_VITAL_SIGNS.IG_VITAL_VS.I_VITAL_SYS gt I_VITAL_SYS\": \
+                 SE_FOLLOWUP.F_VITAL_SIGNS.IG_VITAL_VS.I_VITAL_SYS: the event SE_FOLLOWUP repeats and no occurrence is \
+                 selected; write SE_FOLLOWUP[1], … or SE_FOLLOWUP[END]"
+            )],
+        ),
+        (
+            sys.clone(),
+            NOTE.into(),
+            "SE_FOLLOWUP[END].F_VITAL_SIGNS.IG_VITAL_VS.I_VITAL_SYS gt I_VITAL_SYS or I_VITAL_DIA gt 1 and I_VITAL_SYS gt 1"
+                .into(),
+            vec![format!(
+                "warning: {here}: Expression \"SE_FOLLOWUP[END].F_VITAL_SIGNS.IG_VITAL_VS.I_VITAL_SYS gt I_VITAL_SYS or \
+                 I_VITAL_DIA gt 1 and I_VITAL_SYS gt 1\": 'or' and 'and' have the same precedence in OpenClinica and \
+                 are read left to right, so this reads as (SE_FOLLOWUP[END].F_VITAL_SIGNS.IG_VITAL_VS.I_VITAL_SYS gt \
+                 I_VITAL_SYS or I_VITAL_DIA gt 1) and …; add parentheses to say which is meant (at character 1)"
+            )],
+        ),
+        (
+            sys.clone(),
+            insert("I_VITAL_DIA", "><ValueExpression>I_VITAL_VS_DATE</ValueExpression>"),
+            "I_VITAL_SYS gt 1".into(),
+            vec![format!(
+                "error: {here}, InsertAction: ValueExpression \"I_VITAL_VS_DATE\" gives a date, which does not fit \
+                 I_VITAL_DIA (INT)"
+            )],
+        ),
+        (
+            sys.clone(),
+            insert("I_VITAL_ABNORMAL", "Value=\"maybe\">"),
+            "I_VITAL_SYS gt 1".into(),
+            vec![format!(
+                "error: {here}, InsertAction: Value \"maybe\" does not fit I_VITAL_ABNORMAL (ST): 'maybe' is not one of \
+                 the choices (yes, no)"
+            )],
+        ),
+        (sys.clone(), insert("I_VITAL_ABNORMAL", "Value=\"yes\">"), "I_VITAL_SYS gt 1".into(), vec![]),
+        (
+            sys.clone(),
+            insert("IG_VITAL_ECG.I_VITAL_HR", "Value=\"60\">"),
+            "I_VITAL_SYS gt 1".into(),
+            vec![format!(
+                "error: {here}, InsertAction: destination IG_VITAL_ECG.I_VITAL_HR is in a repeating group other than the \
+                 target's; select one row with [1], [2], … or [END]"
+            )],
+        ),
+        (
+            sys.clone(),
+            insert("I_VITAL_BMI", "Value=\"20\">"),
+            "I_VITAL_SYS gt 1".into(),
+            vec![format!(
+                "warning: {here}, InsertAction: I_VITAL_BMI is calculated, so the form's calculation replaces what the \
+                 rule inserts"
+            )],
+        ),
+        (
+            sys.clone(),
+            r#"<RuleRef OID="R_1"><ShowAction IfExpressionEvaluates="true"><DestinationProperty OID="I_VITAL_ABNORMAL_DESK"/></ShowAction></RuleRef>"#.into(),
+            "I_VITAL_SYS gt 1".into(),
+            vec![format!(
+                "error: {here}, ShowAction: destination I_VITAL_ABNORMAL_DESK: there is no item I_VITAL_ABNORMAL_DESK \
+                 (did you mean I_VITAL_ABNORMAL_DESC?)"
+            )],
+        ),
+        (
+            sys.clone(),
+            event_action("SE_FOLLOWUPP", "STARTDATE", "I_VITAL_VS_DATE + 28"),
+            "I_VITAL_SYS gt 1".into(),
+            vec![format!("error: {here}, EventAction: there is no event SE_FOLLOWUPP (did you mean SE_FOLLOWUP?)")],
+        ),
+        (
+            sys.clone(),
+            event_action("SE_FOLLOWUP", "STARTDATE", "I_VITAL_SYS + 28"),
+            "I_VITAL_SYS gt 1".into(),
+            vec![format!(
+                "error: {here}, EventAction: the STARTDATE expression \"I_VITAL_SYS + 28\" gives an integer, not a date"
+            )],
+        ),
+        (sys.clone(), event_action("SE_FOLLOWUP", "STATUS", "scheduled"), "I_VITAL_SYS gt 1".into(), vec![]),
+        (
+            sys.clone(),
+            event_action("SE_FOLLOWUP", "STATUS", "\"planned\""),
+            "I_VITAL_SYS gt 1".into(),
+            vec![format!(
+                "error: {here}, EventAction: STATUS \"planned\" is not an event status; use one of not_scheduled, \
+                 scheduled, data_entry_started, completed, stopped, skipped, locked, signed"
+            )],
+        ),
+    ];
+    for (target, rule_ref, expression, expected) in cases {
+        assert_eq!(
+            check_against_demo(&target, &rule_ref, &expression),
+            expected,
+            "{target} / {expression} / {rule_ref}"
+        );
+    }
+}
+
+#[test]
+fn a_set_built_without_the_reader_is_checked_too() {
+    // `[ALL]` in an expression and a RuleRef to no RuleDef, which the reader would refuse.
+    let set = RuleSet {
+        rule_defs: vec![RuleDef {
+            oid: oid("R_1"),
+            name: "One".into(),
+            description: None,
+            expression: "IG_VITAL_ECG[ALL].I_VITAL_HR gt 100".into(),
+        }],
+        assignments: vec![RuleAssignment {
+            target: "I_VITAL_SYS".into(),
+            run_on_schedule: None,
+            rule_refs: vec![
+                RuleRef { rule_oid: oid("R_1"), actions: vec![] },
+                RuleRef {
+                    rule_oid: oid("R_2"),
+                    actions: vec![RuleAction {
+                        if_expression_evaluates: true,
+                        run: RunFlags::ALL,
+                        kind: ActionKind::Randomize { destinations: vec!["I_VITAL_SYS".into()] },
+                    }],
+                },
+            ],
+        }],
+    };
+    assert_eq!(
+        render(&validate_rules(&set, &demo_design())),
+        [
+            "error: RuleAssignment 1 (target I_VITAL_SYS), rule R_1: Expression \"IG_VITAL_ECG[ALL].I_VITAL_HR gt 100\": \
+             IG_VITAL_ECG[ALL].I_VITAL_HR has a value for every repeated row ([ALL] is for rule targets): select one row \
+             with [1], [2], … or [END] (at character 1)",
+            "error: RuleAssignment 1 (target I_VITAL_SYS), rule R_2: there is no RuleDef R_2 in the rules.",
+            "error: RuleAssignment 1 (target I_VITAL_SYS), rule R_2, RandomizeAction: randomisation is not supported \
+             (Casebook has no randomisation module)",
         ]
     );
 }
