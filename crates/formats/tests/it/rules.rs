@@ -1,7 +1,7 @@
-//! OpenClinica 3 rules files: files round-trip through the writer, rules embedded in ODM read
-//! like a `RuleImport`, and every kind of mistake gives one precise diagnostic (line and column
-//! for the file's structure; assignment, rule and path for mistakes against the demo design,
-//! built from the demo forms).
+//! OpenClinica 3 rules files: the demo rules (`demo/rules/demo_rules.xml`) load and check
+//! against the demo design built from the demo forms; files round-trip through the writer; and
+//! every kind of mistake gives one precise diagnostic (line and column for the file's structure;
+//! assignment, rule and path for the design).
 
 use std::path::PathBuf;
 
@@ -13,7 +13,7 @@ use casebook_domain::rules::{
     RuleSet, RunFlags, RunOnStatus, RunPhase, TimeOfDay,
 };
 use casebook_formats::diagnostic::{Diagnostics, Location, Severity};
-use casebook_formats::rules::{read_rules, validate_rules, write_rules};
+use casebook_formats::rules::{read_rules, summary, validate_rules, write_rules};
 use casebook_formats::workbook::Workbook;
 use casebook_formats::xlsform::{Context, ImportedForm};
 use casebook_formats::{occrf, xlsform};
@@ -86,6 +86,10 @@ fn demo_design() -> StudyDesign {
     design
 }
 
+fn demo_rules_xml() -> Vec<u8> {
+    std::fs::read(repo_file("demo/rules/demo_rules.xml")).unwrap()
+}
+
 /// Each diagnostic as `line:column severity: message` (or `severity: message` without a place).
 fn render(d: &Diagnostics) -> Vec<String> {
     d.0.iter()
@@ -103,6 +107,89 @@ fn read_clean(xml: &[u8]) -> RuleSet {
     let (set, d) = read_rules(xml);
     assert!(d.0.is_empty(), "unexpected diagnostics: {:#?}", render(&d));
     set.unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The demo rules.
+
+#[test]
+fn demo_rules_load_and_validate_against_the_demo_design() {
+    let set = read_clean(&demo_rules_xml());
+    assert_eq!(set.assignments.len(), 7);
+    assert_eq!(set.rule_defs.len(), 7);
+    let report = validate_rules(&set, &demo_design());
+    assert!(report.0.is_empty(), "the demo rules should check cleanly: {:#?}", render(&report));
+
+    // The follow-up is scheduled 28 days after the baseline visit date, while not scheduled.
+    let schedule = &set.assignments[3];
+    assert_eq!(schedule.target, "SE_BASELINE.F_VITAL_SIGNS.IG_VITAL_VS.I_VITAL_VS_DATE");
+    let action = &schedule.rule_refs[0].actions[0];
+    assert_eq!(
+        action.kind,
+        ActionKind::Event {
+            event_oid: oid("SE_FOLLOWUP"),
+            run_on_status: RunOnStatus { scheduled: false, ..RunOnStatus::default() },
+            destinations: vec![EventDestination {
+                property: EventProperty::StartDate,
+                value_expression: "I_VITAL_VS_DATE + 28".into(),
+            }],
+        }
+    );
+    assert_eq!(action.run, RunFlags::ALL);
+    // A missing <Run> means every phase; a written one is read as written.
+    let tachycardia = &set.assignments[2].rule_refs[0].actions[0];
+    assert_eq!(tachycardia.run, RunFlags::ALL);
+    let weight = &set.assignments[1].rule_refs[0].actions[0];
+    assert_eq!(weight.run, RunFlags::ALL.with(RunPhase::DoubleDataEntry, false));
+    assert_eq!(set.rule("R_VS_DIA_GE_SYS").unwrap().expression, "I_VITAL_DIA gte I_VITAL_SYS");
+}
+
+#[test]
+fn demo_rules_preview_lists_what_each_rule_does_in_execution_order() {
+    let previews = summary(&read_clean(&demo_rules_xml()));
+    assert_eq!(previews.len(), 7);
+    let serious = previews.iter().find(|p| p.rule_oid == "R_AE_SERIOUS").unwrap();
+    assert_eq!(serious.name, "Serious adverse event");
+    assert_eq!(serious.target, "SE_ADVERSEEVENTS.F_ADVERSEEVENT.IG_ADVER_AE[ALL].I_ADVER_AE_SER");
+    assert_eq!(
+        serious.actions,
+        [
+            "Email when true: to safety@demo.casebook.invalid: \"A serious adverse event was entered in the Casebook demo study.\"",
+            "DiscrepancyNote when true: \"Serious adverse event: complete the SAE report within 24 hours.\"",
+        ]
+    );
+    assert_eq!(
+        serious.runs_on,
+        ["administrative editing", "initial data entry", "double data entry", "data import", "batch run"]
+    );
+    let hospital = previews.iter().find(|p| p.rule_oid == "R_AE_HOSPITALISED").unwrap();
+    assert_eq!(
+        hospital.actions,
+        [
+            "Show when true: I_ADVER_HOSP_DAYS (\"How many days was the participant in hospital?\")",
+            "Hide when false: I_ADVER_HOSP_DAYS",
+        ]
+    );
+    assert_eq!(hospital.runs_on, ["administrative editing", "initial data entry", "double data entry"]);
+    let follow_up = previews.iter().find(|p| p.rule_oid == "R_VS_SCHEDULE_FOLLOWUP").unwrap();
+    assert_eq!(
+        follow_up.actions,
+        ["Event when true: SE_FOLLOWUP STARTDATE = I_VITAL_VS_DATE + 28 (while the event is not_scheduled)"]
+    );
+    let insert = previews.iter().find(|p| p.rule_oid == "R_AE_WEIGHT_EMPTY").unwrap();
+    assert_eq!(
+        insert.actions,
+        ["Insert when true: I_ADVER_WEIGHT = SE_BASELINE.F_VITAL_SIGNS.IG_VITAL_VS.I_VITAL_WEIGHT; \
+             IG_ADVER_ASSESS.I_ADVER_HEIGHT = SE_BASELINE.F_VITAL_SIGNS.IG_VITAL_VS.I_VITAL_HEIGHT"]
+    );
+    assert_eq!(insert.runs_on, ["initial data entry"]);
+}
+
+#[test]
+fn demo_rules_write_and_read_back_unchanged() {
+    let demo = read_clean(&demo_rules_xml());
+    let written = write_rules(&demo);
+    assert_eq!(read_clean(written.as_bytes()), demo);
 }
 
 // ---------------------------------------------------------------------------------------------
