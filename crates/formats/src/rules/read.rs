@@ -183,13 +183,11 @@ impl Reader<'_> {
         }
     }
 
-    /// A boolean attribute; `default` when absent, or an error when there is none.
-    fn flag(&mut self, el: &El, name: &str, default: Option<bool>) -> Option<bool> {
+    /// A required boolean attribute (`xs:boolean`).
+    fn flag(&mut self, el: &El, name: &str) -> Option<bool> {
         let Some(value) = el.attr(name) else {
-            if default.is_none() {
-                self.error(el.pos, format!("<{}> has no {name} attribute; it is required (true or false).", el.name));
-            }
-            return default;
+            self.error(el.pos, format!("<{}> has no {name} attribute; it is required (true or false).", el.name));
+            return None;
         };
         let parsed = boolean(value);
         if parsed.is_none() {
@@ -403,7 +401,7 @@ impl Reader<'_> {
             ActionType::Randomize => &["Run", "DestinationProperty", "StratificationFactors"],
         };
         self.check(el, attrs, children, false);
-        let when = self.flag(el, "IfExpressionEvaluates", None);
+        let when = self.flag(el, "IfExpressionEvaluates");
         let run = match self.one(el, "Run", false).filter(|_| ty.has_run_flags()) {
             Some(r) => self.run(r),
             None => Some(RunFlags::ALL),
@@ -539,7 +537,7 @@ impl Reader<'_> {
         self.check(el, &names, &[], false);
         let mut flags = Some(RunFlags::NONE);
         for phase in RunPhase::ALL {
-            let on = self.flag(el, phase.attribute(), None);
+            let on = self.flag(el, phase.attribute());
             flags = flags.zip(on).map(|(f, on)| f.with(phase, on));
         }
         flags
@@ -550,7 +548,7 @@ impl Reader<'_> {
         let mut status = Some(RunOnStatus::default());
         for name in RunOnStatus::ATTRIBUTES {
             if el.attr(name).is_some() {
-                let on = self.flag(el, name, None);
+                let on = self.flag(el, name);
                 status = status.zip(on).and_then(|(s, on)| s.with(name, on));
             }
         }

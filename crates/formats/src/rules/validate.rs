@@ -209,11 +209,16 @@ impl<'d> RulesEnv<'_, 'd> {
             && !self.scope.events.is_empty()
             && !found.events.iter().any(|e| self.scope.events.contains(&e.oid.as_str()))
         {
+            let example = found.events.first().map_or(String::new(), |e| {
+                format!(
+                    "; name the event, e.g. {}.{}.{}.{}",
+                    e.oid, found.site.form.oid, found.site.item.group_oid, path.item
+                )
+            });
             return Err(format!(
-                "{path} is in the form {}, which the target's event ({}) does not use; name the event, e.g. {}.{path}",
+                "{path} is in the form {}, which the target's event ({}) does not use{example}",
                 found.site.form.oid,
                 self.scope.events.join(", "),
-                found.events.first().map_or("SE_…", |e| e.oid.as_str())
             ));
         }
         if let Some(step) = &path.event
@@ -226,10 +231,11 @@ impl<'d> RulesEnv<'_, 'd> {
                 step.oid, step.oid, step.oid
             ));
         }
-        let group_oid = found.site.item.group_oid.as_str();
         let one_row = path.group.as_ref().is_some_and(|g| matches!(g.repeat, Some(Repeat::Index(_) | Repeat::End)));
-        let rows =
-            found.group.is_some_and(ItemGroup::is_repeating) && !one_row && self.scope.row_group != Some(group_oid);
+        // The target's own row: same group, same event occurrence.
+        let same_event = path.event.as_ref().is_none_or(|e| self.scope.events.contains(&e.oid.as_str()));
+        let target_row = same_event && self.scope.row_group == Some(found.site.item.group_oid.as_str());
+        let rows = found.group.is_some_and(ItemGroup::is_repeating) && !one_row && !target_row;
         let all = Reference::OcPath(path.clone()).selects_all_rows();
         Ok((found, rows || all))
     }

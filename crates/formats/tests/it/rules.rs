@@ -531,6 +531,25 @@ fn mistakes_against_the_design_name_the_assignment_rule_and_path() {
         ("F_VITAL_SIGNS_V10.IG_VITAL_VS.I_VITAL_SYS".into(), NOTE.into(), "IG_VITAL_VS.I_VITAL_DIA gt 1".into(), vec![]),
         (sys.clone(), NOTE.into(), "IG_VITAL_ECG[END].I_VITAL_HR gt I_VITAL_SYS".into(), vec![]),
         (sys.clone(), NOTE.into(), "SE_BASELINE.STARTDATE lt _CURRENT_DATE".into(), vec![]),
+        // The target's own row of a repeating group needs no selector; another event's does.
+        (
+            "F_VITAL_SIGNS.IG_VITAL_ECG[ALL].I_VITAL_HR".into(),
+            NOTE.into(),
+            "I_VITAL_HR gt 100 and I_VITAL_ECG_TIME lt \"12:00\"".into(),
+            vec![],
+        ),
+        (
+            "SE_BASELINE.F_VITAL_SIGNS.IG_VITAL_ECG[ALL].I_VITAL_HR".into(),
+            NOTE.into(),
+            "SE_FOLLOWUP[1].F_VITAL_SIGNS.IG_VITAL_ECG.I_VITAL_HR gt I_VITAL_HR".into(),
+            vec![
+                "error: RuleAssignment 1 (target SE_BASELINE.F_VITAL_SIGNS.IG_VITAL_ECG[ALL].I_VITAL_HR), rule R_1: \
+                 Expression \"SE_FOLLOWUP[1].F_VITAL_SIGNS.IG_VITAL_ECG.I_VITAL_HR gt I_VITAL_HR\": \
+                 SE_FOLLOWUP[1].F_VITAL_SIGNS.IG_VITAL_ECG.I_VITAL_HR has a value for every repeated row: select one \
+                 row with [1], [2], … or [END] (at character 1)"
+                    .into(),
+            ],
+        ),
         (
             "F_VITAL_SIGNS.IG_VITAL_VS.I_VITAL_WEIGTH".into(),
             NOTE.into(),
@@ -596,8 +615,8 @@ fn mistakes_against_the_design_name_the_assignment_rule_and_path() {
             "I_ADVER_HOSP eq 1".into(),
             vec![format!(
                 "error: {here}: Expression \"I_ADVER_HOSP eq 1\": I_ADVER_HOSP is in the form F_ADVERSEEVENT, which the \
-                 target's event (SE_BASELINE) does not use; name the event, e.g. SE_ADVERSEEVENTS.I_ADVER_HOSP (at \
-                 character 1)"
+                 target's event (SE_BASELINE) does not use; name the event, e.g. \
+                 SE_ADVERSEEVENTS.F_ADVERSEEVENT.IG_ADVER_ASSESS.I_ADVER_HOSP (at character 1)"
             )],
         ),
         (
