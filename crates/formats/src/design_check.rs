@@ -13,7 +13,7 @@ use casebook_domain::expr::{self, Expr, ExprDiagnostic, RefType, Reference, Type
 use crate::diagnostic::{Diagnostics, Location};
 use crate::xlsform::ExpressionCell;
 
-fn value_type(kind: ValueKind) -> ValueType {
+pub(crate) fn value_type(kind: ValueKind) -> ValueType {
     match kind {
         ValueKind::Text => ValueType::Text,
         ValueKind::Integer => ValueType::Integer,
@@ -28,7 +28,7 @@ fn value_type(kind: ValueKind) -> ValueType {
 }
 
 /// The type of an item for expressions; a calculation's text result may be used as a number.
-fn item_type(item: &ItemDef) -> ValueType {
+pub(crate) fn item_type(item: &ItemDef) -> ValueType {
     if item.widget.is_calculated() { ValueType::Any } else { value_type(item.value_kind()) }
 }
 

@@ -8,5 +8,6 @@ pub mod design_check;
 pub mod diagnostic;
 pub mod occrf;
 pub mod odm;
+pub mod rules;
 pub mod workbook;
 pub mod xlsform;

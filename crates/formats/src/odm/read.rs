@@ -118,20 +118,20 @@ pub fn read_metadata(xml: &[u8]) -> (Option<OdmDesign>, Diagnostics) {
 // ---------------------------------------------------------------------------------------------
 // Positions.
 
-/// Byte offsets → 1-based line and column (in characters).
-struct Lines<'a> {
+/// Byte offsets → 1-based line and column (in characters). Also used by the rules reader.
+pub(crate) struct Lines<'a> {
     xml: &'a [u8],
     starts: Vec<usize>,
 }
 
 impl<'a> Lines<'a> {
-    fn new(xml: &'a [u8]) -> Self {
+    pub(crate) fn new(xml: &'a [u8]) -> Self {
         let mut starts = vec![0];
         starts.extend(xml.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| i + 1));
         Self { xml, starts }
     }
 
-    fn at(&self, offset: usize) -> Location {
+    pub(crate) fn at(&self, offset: usize) -> Location {
         let offset = offset.min(self.xml.len());
         let line = self.starts.partition_point(|s| *s <= offset);
         let start = self.starts.get(line.saturating_sub(1)).copied().unwrap_or(0);

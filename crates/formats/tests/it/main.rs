@@ -6,6 +6,7 @@
 mod occrf;
 mod odm_read;
 mod odm_write;
+mod rules;
 mod xlsform_checks;
 mod xlsform_corpus;
 mod xlsform_examples;
