@@ -66,6 +66,47 @@ enum Command {
         #[command(subcommand)]
         command: DesignCommand,
     },
+    /// OpenClinica rules: import a rules file, run the rules over the data.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Import an OpenClinica rules XML file into a study, checked against the design in
+    /// Production; prints what each rule does and every problem, exits 0 only when accepted.
+    Import {
+        file: std::path::PathBuf,
+        /// Study OID.
+        #[arg(long)]
+        study: String,
+        /// Check and show the rules without saving them.
+        #[arg(long)]
+        preview: bool,
+        /// Act as this user (default: the first active technical administrator).
+        #[arg(long = "as")]
+        as_user: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Run the study's rules over its data (their batch actions); `--dry-run` only reports.
+    Run {
+        /// Study OID.
+        #[arg(long)]
+        study: String,
+        #[arg(long)]
+        dry_run: bool,
+        /// Only this rule (OID).
+        #[arg(long)]
+        rule: Option<String>,
+        /// Act as this user (default: the first active technical administrator).
+        #[arg(long = "as")]
+        as_user: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -317,6 +358,58 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 std::io::Write::write_all(&mut std::io::stdout(), &xml)?;
             }
         },
+        Command::Rules { command } => match command {
+            RulesCommand::Import { file, study, preview, as_user, db } => {
+                let settings = load(&db, None)?;
+                let app = open(&settings).await?;
+                let who = app.cli_principal(as_user.as_deref()).await.map_err(app_error)?;
+                let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+                let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("rules.xml");
+                match app.import_rules(&who, &study, name, &bytes, preview).await {
+                    Ok(out) => {
+                        for d in &out.diagnostics {
+                            println!("{d}");
+                        }
+                        for (r, c) in out.rules.iter().zip(&out.changes) {
+                            println!("{} on {}: {} [{} v{}]", r.rule_oid, r.target, r.expression, c.change, c.version);
+                            for a in &r.actions {
+                                println!("    {a}");
+                            }
+                        }
+                        println!(
+                            "{}: {} rule(s) on their targets",
+                            if out.saved { "imported" } else { "preview (nothing saved)" },
+                            out.rules.len()
+                        );
+                    }
+                    Err(casebook_app::AppError::Rejected { message, details, .. }) => {
+                        print_diagnostics(&details);
+                        eprintln!("error: {message}");
+                        return Ok(ExitCode::from(1));
+                    }
+                    Err(e) => return Err(app_error(e)),
+                }
+            }
+            RulesCommand::Run { study, dry_run, rule, as_user, db } => {
+                let settings = load(&db, None)?;
+                let app = open(&settings).await?;
+                let who = app.cli_principal(as_user.as_deref()).await.map_err(app_error)?;
+                let input = casebook_app::rules_engine::BatchInput { dry_run, rule, participant: None };
+                let out = app.run_rules_batch(&who, &study, input).await.map_err(app_error)?;
+                for (what, n) in &out.counts {
+                    println!("{what}: {n}");
+                }
+                println!(
+                    "{} rule(s) over {} participant(s): {} evaluations in {:.2} s ({:.0}/s){}",
+                    out.rules,
+                    out.participants,
+                    out.evaluated,
+                    out.seconds,
+                    out.evaluated as f64 / out.seconds.max(1e-9),
+                    if out.dry_run { "; dry run, nothing changed" } else { "" }
+                );
+            }
+        },
         Command::Audit { command } => match command {
             AuditCommand::Verify { db } => {
                 let settings = load(&db, None)?;
@@ -422,30 +515,7 @@ async fn design_import(
     match result {
         Ok(()) => {}
         Err(casebook_app::AppError::Rejected { message, details, .. }) => {
-            if let Some(list) = details.get("diagnostics").and_then(|d| d.as_array()) {
-                for d in list {
-                    let loc = &d["location"];
-                    let place = match loc["kind"].as_str() {
-                        Some("sheet") => {
-                            let mut p = format!("sheet '{}'", loc["sheet"].as_str().unwrap_or(""));
-                            if let Some(r) = loc["row"].as_u64() {
-                                p.push_str(&format!(", row {r}"));
-                            }
-                            if let Some(c) = loc["column"].as_str() {
-                                p.push_str(&format!(", column '{c}'"));
-                            }
-                            p
-                        }
-                        Some("xml") => format!("line {}, column {}", loc["line"], loc["column"]),
-                        _ => "file".to_owned(),
-                    };
-                    println!(
-                        "{}: {place}: {}",
-                        d["severity"].as_str().unwrap_or("error"),
-                        d["message"].as_str().unwrap_or("")
-                    );
-                }
-            }
+            print_diagnostics(&details);
             eprintln!("error: {message}");
             return Ok(ExitCode::from(1));
         }
@@ -460,6 +530,29 @@ async fn design_import(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the diagnostics of a refused file, each with its place.
+fn print_diagnostics(details: &serde_json::Value) {
+    let Some(list) = details.get("diagnostics").and_then(|d| d.as_array()) else { return };
+    for d in list {
+        let loc = &d["location"];
+        let place = match loc["kind"].as_str() {
+            Some("sheet") => {
+                let mut p = format!("sheet '{}'", loc["sheet"].as_str().unwrap_or(""));
+                if let Some(r) = loc["row"].as_u64() {
+                    p.push_str(&format!(", row {r}"));
+                }
+                if let Some(c) = loc["column"].as_str() {
+                    p.push_str(&format!(", column '{c}'"));
+                }
+                p
+            }
+            Some("xml") => format!("line {}, column {}", loc["line"], loc["column"]),
+            _ => "file".to_owned(),
+        };
+        println!("{}: {place}: {}", d["severity"].as_str().unwrap_or("error"), d["message"].as_str().unwrap_or(""));
+    }
 }
 
 async fn serve(settings: config::Settings, demo: bool) -> Result<()> {

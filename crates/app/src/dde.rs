@@ -284,7 +284,7 @@ impl App {
         let next = self.event_after_completion(&mut tx, &loc, &forms, event_oid, form_oid).await?;
         tx.commit().await?;
         let form = self.form_view(loc.event.id, form_oid).await?;
-        Ok(SavedForm { form, event_status: next.as_str().to_owned(), open_issues: Vec::new() })
+        Ok(SavedForm { form, event_status: next.as_str().to_owned(), open_issues: Vec::new(), rules: Vec::new() })
     }
 }
 

@@ -245,6 +245,10 @@ impl App {
             ("demo_crc_b", "S_DEMOB", "f", "1975-12-12", "2026-03-03", 2),
             ("demo_crc_b", "S_DEMOB", "m", "1990-06-30", "2026-04-10", 0),
         ];
+        // The demo rules run on every save below: they schedule follow-ups, copy baseline
+        // measurements into adverse event assessments, and raise notes.
+        let dm = self.cli_principal(Some("demo_dm")).await?;
+        self.import_rules(&dm, "S_DEMO", "demo_rules.xml", DEMO_RULES, false).await?;
         let mut n = 0;
         for (user, site, sex, dob, enrolled, stage) in plan {
             let who = self.cli_principal(Some(user)).await?;
@@ -297,24 +301,24 @@ impl App {
             if stage >= 3 {
                 let input = CompleteFormInput { expected_version: saved.form.version, password: None };
                 self.complete_form(&who, "S_DEMO", &p.label, "SE_BASELINE", 1, "F_VITAL_SIGNS", input).await?;
-                self.schedule_event(&who, "S_DEMO", &p.label, schedule("SE_FOLLOWUP", "2026-06-01")).await?;
+                // The follow-up was scheduled by rule R_VS_SCHEDULE_FOLLOWUP (visit date + 28 days).
             }
             if stage == 4 {
                 self.schedule_event(&who, "S_DEMO", &p.label, schedule("SE_ADVERSEEVENTS", "2026-05-04")).await?;
+                // Weight and height are left empty: rule R_AE_WEIGHT_EMPTY copies them from
+                // baseline. The second event is serious: R_AE_SERIOUS opens a note and e-mails.
                 let values = vec![
                     v("AE_ANY", 1, "1"),
                     v("AE_TERM", 1, "Headache"),
                     v("AE_START", 1, "2026-05-02"),
                     v("AE_SEV", 1, "1"),
                     v("AE_SER", 1, "0"),
-                    v("WEIGHT", 1, "17"),
-                    v("HEIGHT", 1, "172"),
+                    v("AE_TERM", 2, "Syncope"),
+                    v("AE_START", 2, "2026-05-03"),
+                    v("AE_SEV", 2, "3"),
+                    v("AE_SER", 2, "1"),
                 ];
-                let notes = vec![crate::entry::NoteInput {
-                    item: "WEIGHT".to_owned(),
-                    row: 1,
-                    text: "Recorded in stones by the site; to be corrected".to_owned(),
-                }];
+                let notes = vec![];
                 self.save_form(
                     &who,
                     "S_DEMO",
@@ -335,6 +339,9 @@ impl App {
         Ok(n)
     }
 }
+
+/// The demo study's rules, shipped in the repository (`demo/rules/`).
+pub const DEMO_RULES: &[u8] = include_bytes!("../../../demo/rules/demo_rules.xml");
 
 /// The demo study's forms, shipped in the repository (`demo/forms/`).
 pub const DEMO_FORMS: &[(&str, &[u8])] = &[

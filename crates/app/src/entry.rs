@@ -13,6 +13,7 @@ use casebook_domain::capture::status::{EventStatus, FormStatus};
 use casebook_domain::capture::values;
 use casebook_domain::design::{EventForm, FormVersion, HiddenValues, StudyDesign};
 use casebook_domain::notes::NoteType;
+use casebook_domain::rules::RunPhase;
 use casebook_domain::study::StudyParameters;
 use casebook_store::capture::{FormDataRow, ItemDataRow, ParticipantRow, StudyEventRow};
 use serde::{Deserialize, Serialize};
@@ -114,6 +115,10 @@ pub struct SavedForm {
     pub event_status: String,
     /// Required items still empty, soft-check failures kept with a note (not errors).
     pub open_issues: Vec<ValueProblem>,
+    /// What the study's rules did on this save (notes opened, values inserted, items to show or
+    /// hide, events scheduled).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<crate::rules_engine::FiredAction>,
 }
 
 /// A value held in the form: canonical text or a null flavour.
@@ -220,6 +225,7 @@ impl App {
     ) -> Result<SavedForm, AppError> {
         let loc = self.locate_form(who, study_oid, participant, event_oid, repeat_key, form_oid).await?;
         let form_def = loc.design.form(form_oid).ok_or(AppError::NotFound("form"))?;
+        let rules = self.active_rules(loc.study.id).await?;
         let mut tx = self.store().write(who.actor()).await?;
         let existing = tx.forms_of_event(loc.event.id).await?.into_iter().find(|f| f.form_oid == form_oid);
         let (form_row_id, version_oid, was_complete, old_rows): (i64, String, bool, Vec<ItemDataRow>) = match &existing
@@ -471,7 +477,12 @@ impl App {
         if existing.is_some() && changed.is_empty() && deleted_rows.is_empty() && input.notes.is_empty() {
             drop(tx);
             let form = self.form_view(loc.event.id, form_oid).await?;
-            return Ok(SavedForm { form, event_status: loc.event.status.clone(), open_issues: open });
+            return Ok(SavedForm {
+                form,
+                event_status: loc.event.status.clone(),
+                open_issues: open,
+                rules: Vec::new(),
+            });
         }
 
         // Write every change with its audit row.
@@ -585,6 +596,29 @@ impl App {
             )
             .await?;
         }
+        // The study's rules, in the same transaction as the data that fire them.
+        let rules_run = if rules.is_empty() {
+            crate::rules_engine::RulesRun::default()
+        } else {
+            crate::rules_engine::run(
+                &mut tx,
+                &crate::rules_engine::RunContext {
+                    study_id: loc.study.id,
+                    site_id: loc.participant.site_id,
+                    audit_site: loc.site_id,
+                    participant_id: loc.participant.id,
+                    participant_oid: &loc.participant.oid,
+                    participant_label: &loc.participant.label,
+                    design: &loc.design,
+                    phase: if was_complete { RunPhase::AdministrativeDataEntry } else { RunPhase::InitialDataEntry },
+                    dry_run: false,
+                    now,
+                },
+                &rules,
+                crate::rules_engine::Scope::Form { form_data_id: form_row_id },
+            )
+            .await?
+        };
         // Changed data break signatures over them and reset source data verification.
         let next = if !changed.is_empty() || !deleted_rows.is_empty() {
             crate::review::after_data_change(
@@ -603,7 +637,7 @@ impl App {
         };
         tx.commit().await?;
         let form = self.form_view(loc.event.id, form_oid).await?;
-        Ok(SavedForm { form, event_status: next.as_str().to_owned(), open_issues: open })
+        Ok(SavedForm { form, event_status: next.as_str().to_owned(), open_issues: open, rules: rules_run.fired })
     }
 
     /// Marks a form complete: no required item may be empty and no check may fail; with an
@@ -676,7 +710,12 @@ impl App {
             .await?;
             tx.commit().await?;
             let form = self.form_view(loc.event.id, form_oid).await?;
-            return Ok(SavedForm { form, event_status: loc.event.status.clone(), open_issues: Vec::new() });
+            return Ok(SavedForm {
+                form,
+                event_status: loc.event.status.clone(),
+                open_issues: Vec::new(),
+                rules: Vec::new(),
+            });
         }
         tx.complete_form(f.id).await?;
         let action = if loc.event_form.electronic_signature { "form.completed_signed" } else { "form.completed" };
@@ -690,7 +729,7 @@ impl App {
         let next = self.event_after_completion(&mut tx, &loc, &forms, event_oid, form_oid).await?;
         tx.commit().await?;
         let form = self.form_view(loc.event.id, form_oid).await?;
-        Ok(SavedForm { form, event_status: next.as_str().to_owned(), open_issues: Vec::new() })
+        Ok(SavedForm { form, event_status: next.as_str().to_owned(), open_issues: Vec::new(), rules: Vec::new() })
     }
 
     /// Moves the event on after one of its forms was completed (it completes when every

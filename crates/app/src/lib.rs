@@ -19,6 +19,8 @@ pub mod mail;
 pub mod matrix;
 pub mod notes;
 pub mod review;
+pub mod rules;
+pub mod rules_engine;
 pub mod secrets;
 pub mod studies;
 

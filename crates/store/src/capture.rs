@@ -449,6 +449,40 @@ impl WriteTx {
             .bind(form_data_id).fetch_all(c).await?))
     }
 
+    /// Every current value of a participant, read inside the transaction (rules read across
+    /// forms and events).
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn participant_values(&mut self, participant_id: i64) -> Result<Vec<ItemDataRow>, StoreError> {
+        Ok(on_tx!(self, c => sqlx::query_as(item_select!(
+            "WHERE deleted = FALSE AND form_data_id IN (SELECT f.id FROM form_data f JOIN study_events e \
+             ON e.id = f.study_event_id WHERE e.participant_id = $1) ORDER BY form_data_id, group_oid, row_number, id"))
+            .bind(participant_id).fetch_all(c).await?))
+    }
+
+    /// Every form of a participant, read inside the transaction.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn participant_forms(&mut self, participant_id: i64) -> Result<Vec<FormDataRow>, StoreError> {
+        Ok(on_tx!(self, c => sqlx::query_as(form_select!(
+            "WHERE study_event_id IN (SELECT id FROM study_events WHERE participant_id = $1) ORDER BY id"))
+            .bind(participant_id).fetch_all(c).await?))
+    }
+
+    /// Sets an event occurrence's start.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn set_event_start(&mut self, id: i64, start: Option<OffsetDateTime>) -> Result<(), StoreError> {
+        let now = self.now();
+        on_tx!(self, c => sqlx::query(
+            "UPDATE study_events SET start_at = $1, version = version + 1, updated_at = $2 WHERE id = $3")
+            .bind(start).bind(now).bind(id).execute(c).await?.rows_affected());
+        Ok(())
+    }
+
     /// Writes one value (insert or update; `None` clears it).
     ///
     /// # Errors

@@ -442,4 +442,14 @@ impl WriteTx {
              VALUES ('email', $1, $2, $3, $4, 'queued', 0, $5) RETURNING id")
             .bind(to_user_id).bind(to_address).bind(subject).bind(body).bind(now).fetch_one(c).await?))
     }
+
+    /// An active user's id, username and e-mail (to assign a note and notify them).
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn user_contact(&mut self, id: i64) -> Result<Option<(i64, String, String)>, StoreError> {
+        Ok(on_tx!(self, c => sqlx::query_as(
+            "SELECT id, username, email FROM users WHERE id = $1 AND status = 'active'")
+            .bind(id).fetch_optional(c).await?))
+    }
 }

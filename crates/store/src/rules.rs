@@ -163,4 +163,28 @@ impl WriteTx {
              AND status = 'current' AND enabled <> $1 AND ($5 IS NULL OR target = $5)")
             .bind(enabled).bind(now).bind(study_id).bind(rule_oid).bind(target).execute(c).await?.rows_affected()))
     }
+
+    /// Records that a rule's action ran for a key; returns false when it already had (so the
+    /// action is not repeated).
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn claim_rule_run(&mut self, run_key: &str, rule_id: i64) -> Result<bool, StoreError> {
+        let now = self.now();
+        let n = on_tx!(self, c => sqlx::query(
+            "INSERT INTO rule_action_runs (run_key, rule_id, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (run_key) DO NOTHING")
+            .bind(run_key).bind(rule_id).bind(now).execute(c).await?.rows_affected());
+        Ok(n == 1)
+    }
+
+    /// Whether a rule's action already ran for a key (dry runs).
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn rule_run_exists(&mut self, run_key: &str) -> Result<bool, StoreError> {
+        let n: i64 = on_tx!(self, c => sqlx::query_scalar("SELECT COUNT(*) FROM rule_action_runs WHERE run_key = $1")
+            .bind(run_key).fetch_one(c).await?);
+        Ok(n > 0)
+    }
 }

@@ -62,6 +62,13 @@ impl WriteTx {
         &self.actor
     }
 
+    /// How many audit rows this transaction has written (a transaction without any may not
+    /// commit).
+    #[must_use]
+    pub fn audited(&self) -> usize {
+        self.audited
+    }
+
     /// Records one audited change in this transaction; returns its sequence number.
     ///
     /// # Errors

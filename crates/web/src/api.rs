@@ -62,6 +62,7 @@ pub fn routes() -> Router<AppState> {
         .merge(crate::review_api::routes())
         .merge(crate::matrix_api::routes())
         .merge(crate::notes_api::routes())
+        .merge(crate::rules_api::routes())
 }
 
 #[derive(Deserialize)]

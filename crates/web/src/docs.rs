@@ -365,6 +365,38 @@ pub const ENDPOINTS: &[Endpoint] = &[
         200,
     ),
     ("get", "/api/v1/outbox", "notes", "Queued and sent notification e-mails (administrators)", None, 200),
+    (
+        "post",
+        "/api/v1/studies/{oid}/rules",
+        "rules",
+        "Import an OpenClinica rules file (the body; ?file_name=, ?preview=true to check and show it without saving), checked against the design in Production",
+        None,
+        201,
+    ),
+    (
+        "get",
+        "/api/v1/studies/{oid}/rules",
+        "rules",
+        "The current rules on their targets, with version, actions, phases and whether enabled",
+        None,
+        200,
+    ),
+    (
+        "post",
+        "/api/v1/studies/{oid}/rules/{rule}/enabled",
+        "rules",
+        "Enable or disable a rule (on every target, or one)",
+        Some("RuleEnabled"),
+        200,
+    ),
+    (
+        "post",
+        "/api/v1/studies/{oid}/rules/run",
+        "rules",
+        "Run the rules over the study's data (batch), or report what they would do (dry_run)",
+        Some("RulesRun"),
+        200,
+    ),
 ];
 
 fn schemas() -> Value {
@@ -422,6 +454,8 @@ fn schemas() -> Value {
         "Sdv": s(&[("verified", "boolean"), ("items", "array")], &["verified"]),
         "OpenNote": s(&[("participant", "string"), ("event", "string"), ("repeat", "integer"), ("form", "string"), ("item", "string"), ("row", "integer"), ("column", "string"), ("type", "string"), ("description", "string"), ("detailed_note", "string"), ("assigned_to", "string")], &["participant", "type", "description"]),
         "NoteReply": s(&[("description", "string"), ("detailed_note", "string"), ("status", "string"), ("assigned_to", "string")], &["description"]),
+        "RuleEnabled": s(&[("enabled", "boolean"), ("target", "string")], &["enabled"]),
+        "RulesRun": s(&[("dry_run", "boolean"), ("rule", "string"), ("participant", "string")], &[]),
         "Error": s(&[("code", "string"), ("message", "string"), ("details", "object"), ("request_id", "string")], &["code", "message"]),
     })
 }

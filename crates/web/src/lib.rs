@@ -18,6 +18,7 @@ mod notes_api;
 mod oc_metadata;
 mod openclinica;
 mod review_api;
+mod rules_api;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;

@@ -49,3 +49,12 @@ BEGIN
 END $$;
 CREATE TRIGGER rule_imports_guard BEFORE UPDATE OR DELETE ON rule_imports
 FOR EACH ROW EXECUTE FUNCTION casebook_rule_imports_guard();
+
+-- What rules have done, so that a rule firing again on unchanged data does not repeat itself
+-- (OpenClinica's rule_action_run_log): the key names the rule version, the place, the action and
+-- a hash of the data it fired on.
+CREATE TABLE rule_action_runs (
+    run_key       TEXT PRIMARY KEY,
+    rule_id       BIGINT NOT NULL REFERENCES rules(id),
+    created_at    TIMESTAMPTZ NOT NULL
+);

@@ -38,3 +38,12 @@ CREATE TRIGGER rules_no_delete BEFORE DELETE ON rules
 BEGIN SELECT RAISE(ABORT, 'rules are never deleted; disable them'); END;
 CREATE TRIGGER rule_imports_immutable BEFORE UPDATE ON rule_imports
 BEGIN SELECT RAISE(ABORT, 'an imported rules file is kept as uploaded'); END;
+
+-- What rules have done, so that a rule firing again on unchanged data does not repeat itself
+-- (OpenClinica's rule_action_run_log): the key names the rule version, the place, the action and
+-- a hash of the data it fired on.
+CREATE TABLE rule_action_runs (
+    run_key       TEXT PRIMARY KEY,
+    rule_id       INTEGER NOT NULL REFERENCES rules(id),
+    created_at    TEXT NOT NULL
+);

@@ -18,6 +18,7 @@ mod notes;
 mod oc_metadata;
 mod review;
 mod roles;
+mod rules;
 mod sites;
 mod studies;
 
