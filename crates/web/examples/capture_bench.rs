@@ -1,7 +1,8 @@
 //! Data capture benchmark: a study of N participants (default 10,000) × 10 events × 5 forms ×
 //! 20 items, on SQLite and on PostgreSQL, measuring what users wait for — a form save, a page of
-//! the participant matrix (alone and with 50 clients at once, over real HTTP), a casebook read —
-//! each next to a raw baseline measured in the same run on the same database.
+//! the participant matrix (alone and with 50 clients at once, over real HTTP), a casebook read,
+//! a batch run of 20 rules over every participant — each next to a raw baseline measured in the
+//! same run on the same database.
 //!
 //! ```sh
 //! cargo run --release -p casebook-web --example capture_bench -- --participants 10000
@@ -267,6 +268,61 @@ async fn set_up_design(app: &App) -> Bench {
     let study_id = app.store().study_by_oid(&study.oid).await.unwrap().unwrap().id;
     let entry = app.cli_principal(Some("demo_entry")).await.unwrap();
     Bench { app: app.clone(), entry, study_id, events, forms, design_version: published.version.number }
+}
+
+/// 20 rules: per form, a range check on the integer item, a positive check on the decimal item,
+/// a date not in the future, and a rule across two items — each opening a note when broken.
+/// The generated data break none of them, so the run measures evaluation, not note writing.
+fn rules_xml(b: &Bench) -> String {
+    let mut assignments = String::new();
+    let mut defs = String::new();
+    for (k, (form, _, group, items)) in b.forms.iter().enumerate() {
+        let checks = [
+            (&items[0], format!("{} gte 0", items[0])),
+            (&items[1], format!("{} gt 0", items[1])),
+            (&items[2], format!("{} lte _CURRENT_DATE", items[2])),
+            (&items[5], format!("{} lt 1000 and {} lt 1000", items[5], items[0])),
+        ];
+        for (n, (item, expr)) in checks.iter().enumerate() {
+            let oid = format!("R_BENCH_{k}_{n}");
+            assignments.push_str(&format!(
+                "<RuleAssignment><Target Context=\"OC_RULES_V1\">{form}.{group}.{item}</Target>\
+                 <RuleRef OID=\"{oid}\"><DiscrepancyNoteAction IfExpressionEvaluates=\"false\">\
+                 <Message>Check {oid} failed</Message></DiscrepancyNoteAction></RuleRef></RuleAssignment>\n"
+            ));
+            defs.push_str(&format!(
+                "<RuleDef OID=\"{oid}\" Name=\"Bench rule {oid}\"><Expression Context=\"OC_RULES_V1\">{expr}</Expression></RuleDef>\n"
+            ));
+        }
+    }
+    format!("<RuleImport>\n{assignments}{defs}</RuleImport>\n")
+}
+
+/// Reads what the rules engine reads for one participant (events, forms, values), without
+/// evaluating anything; returns the number of values.
+async fn raw_participant_data(db: &Db, id: i64) -> usize {
+    let events = "SELECT id, event_oid, repeat_key, status FROM study_events WHERE participant_id = $1";
+    let forms = "SELECT f.id, f.form_oid, f.form_version_oid FROM form_data f JOIN study_events e \
+                 ON e.id = f.study_event_id WHERE e.participant_id = $1";
+    let values = "SELECT d.form_data_id, d.group_oid, d.row_number, d.item_oid, d.value FROM item_data d \
+                  WHERE d.deleted = FALSE AND d.form_data_id IN (SELECT f.id FROM form_data f JOIN study_events e \
+                  ON e.id = f.study_event_id WHERE e.participant_id = $1)";
+    match db {
+        Db::Sqlite(p) => {
+            let _: Vec<(i64, String, i32, String)> = sqlx::query_as(events).bind(id).fetch_all(p).await.unwrap();
+            let _: Vec<(i64, String, String)> = sqlx::query_as(forms).bind(id).fetch_all(p).await.unwrap();
+            let v: Vec<(i64, String, i32, String, Option<String>)> =
+                sqlx::query_as(values).bind(id).fetch_all(p).await.unwrap();
+            v.len()
+        }
+        Db::Postgres(p) => {
+            let _: Vec<(i64, String, i32, String)> = sqlx::query_as(events).bind(id).fetch_all(p).await.unwrap();
+            let _: Vec<(i64, String, String)> = sqlx::query_as(forms).bind(id).fetch_all(p).await.unwrap();
+            let v: Vec<(i64, String, i32, String, Option<String>)> =
+                sqlx::query_as(values).bind(id).fetch_all(p).await.unwrap();
+            v.len()
+        }
+    }
 }
 
 /// Runs one statement on either backend (bulk set-up only).
@@ -695,6 +751,50 @@ async fn run(backend: &'static str, a: &Args) {
     );
 
     server.abort();
+
+    // A batch run of 20 rules (4 per form, on every event using the form) over every participant.
+    let xml = rules_xml(&b);
+    let dm = b.app.cli_principal(Some("demo_admin")).await.unwrap();
+    let imported = b.app.import_rules(&dm, "S_BENCH", "bench_rules.xml", xml.as_bytes(), false).await.unwrap();
+    assert_eq!(imported.rules.len(), 20);
+    let input = |dry_run| casebook_app::rules_engine::BatchInput { dry_run, rule: None, participant: None };
+    let dry = b.app.run_rules_batch(&dm, "S_BENCH", input(true)).await.unwrap();
+    let real = b.app.run_rules_batch(&dm, "S_BENCH", input(false)).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 1..=a.participants {
+        let p = b.app.store().participant(b.study_id, &label(i)).await.unwrap().unwrap();
+        if p.status != "removed" && p.status != "auto_removed" {
+            ids.push(p.id);
+        }
+    }
+    let t = Instant::now();
+    let mut loaded = 0usize;
+    for id in &ids {
+        loaded += raw_participant_data(&db, *id).await;
+    }
+    let raw_s = t.elapsed().as_secs_f64();
+    println!(
+        "  rules: 20 rules × {} participants (batch; {} evaluations, {} actions fired):",
+        real.participants,
+        real.evaluated,
+        real.counts.values().sum::<usize>()
+    );
+    for (what, r) in [("dry run", &dry), ("run", &real)] {
+        println!(
+            "  {:<52} {:>9.2} s  {:>9.0} evaluations/s  {:>6.0} participants/s  ({:.1}× raw time)",
+            what,
+            r.seconds,
+            r.evaluated as f64 / r.seconds,
+            r.participants as f64 / r.seconds,
+            r.seconds / raw_s
+        );
+    }
+    println!(
+        "  {:<52} {:>9.2} s  ({loaded} values read, {:.0} participants/s)",
+        "raw: read each participant's events, forms, values",
+        raw_s,
+        a.participants as f64 / raw_s
+    );
     db.close().await;
     if a.keep {
         println!("  kept: {url}");
