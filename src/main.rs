@@ -577,11 +577,13 @@ async fn serve(settings: config::Settings, demo: bool) -> Result<()> {
         casebook_web::AppState { app: app.clone(), web: Arc::new(settings.http.clone()), metrics: Arc::default() };
     let sealer = tokio::spawn(seal_forever(app.clone(), settings.audit.seal_interval_seconds));
     let mailer = tokio::spawn(mail_forever(app.clone(), settings.mail.clone()));
+    let scheduler = tokio::spawn(rules_forever(app.clone()));
     println!("Casebook listening on http://{addr} (started in {} ms)", started.elapsed().as_millis());
     tracing::info!(%addr, database = %config::redact(&settings.database_url()?), "listening");
     casebook_web::serve(listener, state, shutdown_signal()).await.context("serving HTTP")?;
     sealer.abort();
     mailer.abort();
+    scheduler.abort();
     if let Err(e) = app.store().seal_audit().await {
         tracing::warn!(error = %e, "final audit seal failed");
     }
@@ -617,6 +619,18 @@ async fn seal_forever(app: App, every_seconds: u64) {
         let cutoff = app.store().clock().now() - app.security().idle_timeout();
         if let Err(e) = app.store().purge_sessions(cutoff).await {
             tracing::warn!(error = %e, "purging expired sessions failed");
+        }
+    }
+}
+
+/// Runs the rules with a daily `RunOnSchedule` time once their time has come (checked every
+/// minute).
+async fn rules_forever(app: App) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        if let Err(e) = app.run_scheduled_rules().await {
+            tracing::warn!(error = %e, "scheduled rule runs failed; will retry");
         }
     }
 }

@@ -490,7 +490,8 @@ impl App {
                 (parse_design(&row.document)?, format!("v{}", row.number))
             }
         };
-        write_design(&study, &design, &version_label, flavour, self.store().clock().now())
+        let rules = self.rule_set(study.id).await?;
+        write_design(&study, &design, &version_label, flavour, self.store().clock().now(), Some(&rules))
     }
 
     /// OpenClinica 3's `/rest/metadata/…/view/{study}/{event}/{formVersion}`: the design in
@@ -508,7 +509,9 @@ impl App {
     ) -> Result<Vec<u8>, AppError> {
         let (study, design, label) = self.openclinica_design(who, study_or_site_oid, form_version).await?;
         let flavour = casebook_formats::odm::write::OdmFlavour::Odm132OpenClinica;
-        write_design(&study, &design, &label, flavour, self.store().clock().now())
+        // A site's or one form version's metadata carries no rules (they are the study's).
+        let rules = if form_version.is_none_or(|f| f == "*") { Some(self.rule_set(study.id).await?) } else { None };
+        write_design(&study, &design, &label, flavour, self.store().clock().now(), rules.as_ref())
     }
 
     /// [`Self::openclinica_metadata`] as OpenClinica's REST API renders it in JSON.
@@ -1155,6 +1158,7 @@ fn write_design(
     version_label: &str,
     flavour: casebook_formats::odm::write::OdmFlavour,
     now: time::OffsetDateTime,
+    rules: Option<&casebook_domain::rules::RuleSet>,
 ) -> Result<Vec<u8>, AppError> {
     use casebook_formats::odm::write::{StudyInfo, write_metadata};
     let details: casebook_domain::study::StudyDetails = serde_json::from_str(&study.details).map_err(internal)?;
@@ -1167,6 +1171,7 @@ fn write_design(
         protocol_name: &details.protocol_id,
         metadata_version_oid: version_label,
         metadata_version_name: &format!("{} design {version_label}", study.name),
+        rules,
     };
     let mut out = Vec::new();
     write_metadata(&mut out, &info, design, flavour, now, &file_oid).map_err(internal)?;

@@ -629,7 +629,7 @@ impl App {
         if let Some(why) = transition_problem(role, note_type, current, to) {
             return Err(AppError::InvalidTransition(why));
         }
-        if to != current && !may_set(role, to) {
+        if !may_set(role, to) {
             return Err(not_settable(to));
         }
         // By default a reply goes back to the opener, unless the opener is the one replying.

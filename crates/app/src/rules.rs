@@ -216,6 +216,34 @@ impl App {
         Ok(out)
     }
 
+    /// The study's current, enabled rules as one rule set (for the metadata export): one
+    /// assignment per target, each rule defined once.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub(crate) async fn rule_set(&self, study_id: i64) -> Result<casebook_domain::rules::RuleSet, AppError> {
+        let mut set = casebook_domain::rules::RuleSet::default();
+        for row in self.store().current_rules(study_id).await?.into_iter().filter(|r| r.enabled) {
+            let Ok(doc) = serde_json::from_str::<RuleDocument>(&row.document) else { continue };
+            if set.rule(doc.rule_def.oid.as_str()).is_none() {
+                set.rule_defs.push(doc.rule_def.clone());
+            }
+            match set
+                .assignments
+                .iter_mut()
+                .find(|a| a.target == row.target && a.run_on_schedule == doc.run_on_schedule)
+            {
+                Some(a) => a.rule_refs.push(doc.rule_ref),
+                None => set.assignments.push(casebook_domain::rules::RuleAssignment {
+                    target: row.target,
+                    run_on_schedule: doc.run_on_schedule,
+                    rule_refs: vec![doc.rule_ref],
+                }),
+            }
+        }
+        Ok(set)
+    }
+
     /// Enables or disables a rule on every target (or one), audited.
     ///
     /// # Errors

@@ -621,8 +621,6 @@ impl crate::App {
         if !input.dry_run && !access.can_study(casebook_domain::role::Permission::AdministrativeEdit) {
             return Err(AppError::Forbidden("change data now (the study's status does not allow it); use a dry run"));
         }
-        let started = std::time::Instant::now();
-        let (_, design) = self.production_design(study.id).await?;
         let mut rules = self.active_rules(study.id).await?;
         if let Some(oid) = &input.rule {
             rules.retain(|r| &r.rule_oid == oid);
@@ -630,8 +628,26 @@ impl crate::App {
                 return Err(AppError::NotFound("enabled rule"));
             }
         }
-        let participants = match &input.participant {
-            Some(p) => vec![self.store().participant(study.id, p).await?.ok_or(AppError::NotFound("participant"))?],
+        let only = match &input.participant {
+            Some(p) => Some(self.store().participant(study.id, p).await?.ok_or(AppError::NotFound("participant"))?),
+            None => None,
+        };
+        self.batch(&study, &rules, only, input.dry_run, &who.actor()).await
+    }
+
+    /// Runs rules over every participant of a study (or one), one transaction each, as `actor`.
+    async fn batch(
+        &self,
+        study: &casebook_store::studies::StudyRow,
+        rules: &[ActiveRule],
+        only: Option<casebook_store::capture::ParticipantRow>,
+        dry_run: bool,
+        actor: &casebook_store::Actor,
+    ) -> Result<BatchOutcome, AppError> {
+        let started = std::time::Instant::now();
+        let (_, design) = self.production_design(study.id).await?;
+        let participants = match only {
+            Some(p) => vec![p],
             None => {
                 let mut all = Vec::new();
                 let mut after = String::new();
@@ -644,9 +660,9 @@ impl crate::App {
                 all
             }
         };
-        let mut out = BatchOutcome { dry_run: input.dry_run, rules: rules.len(), ..BatchOutcome::default() };
+        let mut out = BatchOutcome { dry_run, rules: rules.len(), ..BatchOutcome::default() };
         for p in participants.iter().filter(|p| p.status != "removed" && p.status != "auto_removed") {
-            let mut tx = self.store().write(who.actor()).await?;
+            let mut tx = self.store().write(actor.clone()).await?;
             let run = run(
                 &mut tx,
                 &RunContext {
@@ -658,15 +674,15 @@ impl crate::App {
                     participant_label: &p.label,
                     design: &design,
                     phase: RunPhase::Batch,
-                    dry_run: input.dry_run,
+                    dry_run,
                     now: self.store().clock().now(),
                 },
-                &rules,
+                rules,
                 Scope::Participant,
             )
             .await?;
             // A dry run writes nothing; a run that changed nothing has nothing to commit.
-            if input.dry_run || tx.audited() == 0 {
+            if dry_run || tx.audited() == 0 {
                 drop(tx);
             } else {
                 tx.commit().await?;
@@ -682,5 +698,45 @@ impl crate::App {
         }
         out.seconds = started.elapsed().as_secs_f64();
         Ok(out)
+    }
+
+    /// Runs the rules whose assignment has `RunOnSchedule` once a day, at or after their time
+    /// (UTC), over their study's data (their batch actions), as the system. Each rule version
+    /// runs at most once per day: the day's run is claimed in the audited transaction that
+    /// records it. Returns how many rules ran.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn run_scheduled_rules(&self) -> Result<usize, AppError> {
+        let now = self.store().clock().now();
+        let actor = casebook_store::Actor::system(casebook_domain::audit::Channel::System);
+        let mut ran = 0;
+        for row in self.store().all_current_rules().await?.into_iter().filter(|r| r.enabled) {
+            let Some(rule) = ActiveRule::from_row(&row) else { continue };
+            let Some(at) = rule.doc.run_on_schedule else { continue };
+            if (now.hour(), now.minute()) < (at.hour(), at.minute()) {
+                continue;
+            }
+            let Some(study) = self.store().study_by_id(row.study_id).await? else { continue };
+            if study.status != "available" {
+                continue;
+            }
+            let key = format!("schedule|{}|{}", rule.id, now.date());
+            let mut tx = self.store().write(actor.clone()).await?;
+            if !tx.claim_rule_run(&key, rule.id).await? {
+                continue;
+            }
+            tx.audit(
+                AuditEntry::new("rules.scheduled_run", "rule", format!("{}/{}@{}", study.oid, rule.rule_oid, rule.target_text))
+                    .study(Some(study.id), None)
+                    .new_value(serde_json::json!({ "day": now.date().to_string(), "time": at.to_string(), "version": rule.version })),
+            )
+            .await?;
+            tx.commit().await?;
+            let out = self.batch(&study, std::slice::from_ref(&rule), None, false, &actor).await?;
+            tracing::info!(rule = %rule.rule_oid, study = %study.oid, participants = out.participants, fired = out.counts.values().sum::<usize>(), "scheduled rule run");
+            ran += 1;
+        }
+        Ok(ran)
     }
 }

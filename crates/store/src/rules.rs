@@ -55,6 +55,16 @@ impl Store {
             .bind(study_id).fetch_all(p).await?))
     }
 
+    /// The current version of every rule of every study (for scheduled runs).
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn all_current_rules(&self) -> Result<Vec<RuleRow>, StoreError> {
+        Ok(on_db!(self.db(), p => sqlx::query_as(rule_select!(
+            "WHERE status = 'current' ORDER BY study_id, rule_oid, target"))
+            .fetch_all(p).await?))
+    }
+
     /// Every version of a rule on its targets, oldest first.
     ///
     /// # Errors

@@ -67,6 +67,9 @@ pub struct StudyInfo<'a> {
     /// `MetaDataVersion/@OID`, e.g. `v1`.
     pub metadata_version_oid: &'a str,
     pub metadata_version_name: &'a str,
+    /// The study's OpenClinica rules, written in `MetaDataVersion` by the OpenClinica flavour
+    /// (`OpenClinicaRules:Rules`, as OpenClinica 3 exports them).
+    pub rules: Option<&'a casebook_domain::rules::RuleSet>,
 }
 
 /// Writes the study design as ODM metadata (`FileType="Snapshot"`, `Granularity="Metadata"`).
@@ -627,6 +630,11 @@ impl<W: Write> MetadataWriter<'_, W> {
         self.flavour == OdmFlavour::Odm132OpenClinica
     }
 
+    /// Whether rules are written: in the OpenClinica flavour, when there are any.
+    fn writes_rules(&self) -> bool {
+        self.oc() && self.study.rules.is_some_and(|r| !r.assignments.is_empty())
+    }
+
     fn root_attrs<'s>(
         &self,
         namespace: &'static str,
@@ -636,6 +644,11 @@ impl<W: Write> MetadataWriter<'_, W> {
     ) -> Attrs<'s> {
         let attrs = Attrs::new().set("xmlns", namespace);
         let attrs = if self.oc() { attrs.set("xmlns:OpenClinica", OPENCLINICA_NAMESPACE) } else { attrs };
+        let attrs = if self.writes_rules() {
+            attrs.set("xmlns:OpenClinicaRules", crate::rules::RULES_NAMESPACE)
+        } else {
+            attrs
+        };
         attrs
             .set("ODMVersion", version)
             .set("FileType", "Snapshot")
@@ -682,6 +695,12 @@ impl<W: Write> MetadataWriter<'_, W> {
         self.logic_13()?;
         if self.oc() {
             self.multi_select_lists()?;
+        }
+        if self.writes_rules() {
+            let study = self.study;
+            if let Some(rules) = study.rules {
+                crate::rules::write_rules_embedded(&mut self.x.w, rules)?;
+            }
         }
         self.x.close("MetaDataVersion")?;
         self.x.close("Study")?;

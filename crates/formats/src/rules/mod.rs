@@ -19,4 +19,4 @@ pub use preview::{RulePreview, summary};
 pub use read::read_rules;
 pub use tree::RULES_NAMESPACE;
 pub use validate::validate_rules;
-pub use write::write_rules;
+pub use write::{EMBEDDED_PREFIX, write_rules, write_rules_embedded};

@@ -17,25 +17,40 @@ use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 /// The rule set as a `RuleImport` document (UTF-8, indented by two spaces).
 #[must_use]
 pub fn write_rules(set: &RuleSet) -> String {
-    let mut x = RulesWriter { w: Writer::new_with_indent(Vec::new(), b' ', 2) };
+    let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
     // Writing to a Vec cannot fail, and quick-xml writes UTF-8 from &str.
-    let written =
-        x.w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None))).and_then(|()| x.rule_import(set));
+    let written = w
+        .write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))
+        .and_then(|()| RulesWriter { w: &mut w, prefix: "" }.rule_import(set, "RuleImport"));
     debug_assert!(written.is_ok());
-    String::from_utf8(x.w.into_inner()).unwrap_or_default()
+    String::from_utf8(w.into_inner()).unwrap_or_default()
 }
 
-/// Writes the elements of a `RuleImport` (unqualified names; embedding in ODM will qualify them
-/// with a prefix bound to [`super::RULES_NAMESPACE`]).
-struct RulesWriter {
-    w: Writer<Vec<u8>>,
+/// The prefix [`write_rules_embedded`] binds to [`super::RULES_NAMESPACE`]; the enclosing
+/// document must declare it (`xmlns:OpenClinicaRules="…"`).
+pub const EMBEDDED_PREFIX: &str = "OpenClinicaRules";
+
+/// Writes the rule set inside another document (ODM metadata, in `MetaDataVersion`) as
+/// `<OpenClinicaRules:Rules>`, which [`super::read_rules`] reads like a `RuleImport`.
+///
+/// # Errors
+/// When the underlying writer fails.
+pub fn write_rules_embedded<W: io::Write>(w: &mut Writer<W>, set: &RuleSet) -> io::Result<()> {
+    RulesWriter { w, prefix: "OpenClinicaRules:" }.rule_import(set, "Rules")
+}
+
+/// Writes the elements of a rules document, their names prefixed by `prefix` (empty in a
+/// `RuleImport` file, `OpenClinicaRules:` when embedded in ODM).
+struct RulesWriter<'w, W: io::Write> {
+    w: &'w mut Writer<W>,
+    prefix: &'static str,
 }
 
 type Attrs<'a> = Vec<(&'a str, &'a str)>;
 
-impl RulesWriter {
-    fn tag<'b>(name: &'b str, attrs: &Attrs<'_>) -> BytesStart<'b> {
-        let mut tag = BytesStart::new(name);
+impl<W: io::Write> RulesWriter<'_, W> {
+    fn tag(&self, name: &str, attrs: &Attrs<'_>) -> BytesStart<'static> {
+        let mut tag = BytesStart::new(format!("{}{name}", self.prefix));
         for (key, value) in attrs {
             tag.push_attribute((*key, *value));
         }
@@ -43,15 +58,17 @@ impl RulesWriter {
     }
 
     fn open(&mut self, name: &str, attrs: &Attrs<'_>) -> io::Result<()> {
-        self.w.write_event(Event::Start(Self::tag(name, attrs)))
+        let tag = self.tag(name, attrs);
+        self.w.write_event(Event::Start(tag))
     }
 
     fn close(&mut self, name: &str) -> io::Result<()> {
-        self.w.write_event(Event::End(BytesEnd::new(name)))
+        self.w.write_event(Event::End(BytesEnd::new(format!("{}{name}", self.prefix))))
     }
 
     fn empty(&mut self, name: &str, attrs: &Attrs<'_>) -> io::Result<()> {
-        self.w.write_event(Event::Empty(Self::tag(name, attrs)))
+        let tag = self.tag(name, attrs);
+        self.w.write_event(Event::Empty(tag))
     }
 
     /// An element holding only text.
@@ -65,15 +82,15 @@ impl RulesWriter {
         self.leaf(name, &vec![("Context", EXPRESSION_CONTEXT)], source)
     }
 
-    fn rule_import(&mut self, set: &RuleSet) -> io::Result<()> {
-        self.open("RuleImport", &Vec::new())?;
+    fn rule_import(&mut self, set: &RuleSet, root: &str) -> io::Result<()> {
+        self.open(root, &Vec::new())?;
         for a in &set.assignments {
             self.assignment(a)?;
         }
         for r in &set.rule_defs {
             self.rule_def(r)?;
         }
-        self.close("RuleImport")
+        self.close(root)
     }
 
     fn assignment(&mut self, a: &RuleAssignment) -> io::Result<()> {

@@ -638,6 +638,7 @@ fn write_and_read(design: &StudyDesign) -> StudyDesign {
         protocol_name: "RT",
         metadata_version_oid: "v1",
         metadata_version_name: "v1",
+        rules: None,
     };
     let mut out = Vec::new();
     let created = time::macros::datetime!(2026-01-01 0:00 UTC);

@@ -15,6 +15,7 @@ use casebook_domain::design::{
 };
 use casebook_domain::oid::Oid;
 use casebook_formats::odm::write::{OPENCLINICA_NAMESPACE, OdmFlavour, StudyInfo, write_metadata};
+use casebook_formats::rules::{RULES_NAMESPACE, read_rules};
 use casebook_formats::workbook::Workbook;
 use casebook_formats::xlsform::{self, Context};
 
@@ -27,6 +28,7 @@ const STUDY: StudyInfo<'static> = StudyInfo {
     protocol_name: "DEMO-001",
     metadata_version_oid: "v1",
     metadata_version_name: "Version 1",
+    rules: None,
 };
 
 fn oid(s: &str) -> Oid {
@@ -344,7 +346,7 @@ fn odm132_openclinica_schema() -> PathBuf {
     let mut redefinitions = String::new();
     for group in names("<xs:group name=\"", "ElementExtension") {
         redefinitions.push_str(&format!(
-            "<xs:group name=\"{group}\"><xs:sequence><xs:group ref=\"{group}\"/><xs:any namespace=\"{OPENCLINICA_NAMESPACE}\" \
+            "<xs:group name=\"{group}\"><xs:sequence><xs:group ref=\"{group}\"/><xs:any namespace=\"{OPENCLINICA_NAMESPACE} {RULES_NAMESPACE}\" \
              processContents=\"lax\" minOccurs=\"0\" maxOccurs=\"unbounded\"/></xs:sequence></xs:group>\n"
         ));
     }
@@ -526,4 +528,34 @@ fn independent_checker_accepts_plain_odm132() {
     assert!(report.contains("XSD: ok"), "odmlib:\n{report}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(report.contains("validate(): 0 errors"), "odmlib finds unresolved references:\n{report}");
     std::fs::remove_file(&file).unwrap();
+}
+
+#[test]
+fn openclinica_metadata_carries_the_studys_rules() {
+    let file = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../demo/rules/demo_rules.xml")).unwrap();
+    let (set, d) = read_rules(&file);
+    let set = set.unwrap_or_else(|| panic!("{d:?}"));
+    let study = StudyInfo { rules: Some(&set), ..STUDY };
+    let created = time::macros::datetime!(2025-03-04 05:06:07 UTC);
+    let write = |flavour| {
+        let mut out = Vec::new();
+        write_metadata(&mut out, &study, &design(), flavour, created, "ODM_RULES").unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    let xml = write(OdmFlavour::Odm132OpenClinica);
+    assert!(xml.contains(&format!(r#"xmlns:OpenClinicaRules="{RULES_NAMESPACE}""#)), "{xml}");
+    assert!(
+        xml.contains("<OpenClinicaRules:Rules>") && xml.contains(r#"<OpenClinicaRules:RuleDef OID="R_AE_SERIOUS""#)
+    );
+    // Valid with the OpenClinica extensions, and read back as the same rules.
+    let schema = odm132_openclinica_schema();
+    assert_schema_valid(&xml, &schema, "metadata-1.3.2-openclinica-rules.xml");
+    std::fs::remove_file(&schema).unwrap();
+    let (back, d) = read_rules(xml.as_bytes());
+    assert_eq!(back.as_ref(), Some(&set), "{d:?}");
+    // Plain ODM has no place for them.
+    for flavour in [OdmFlavour::Odm132, OdmFlavour::Odm20] {
+        let plain = write(flavour);
+        assert!(!plain.contains("Rules") && !plain.contains("RuleDef"), "{flavour:?}");
+    }
 }

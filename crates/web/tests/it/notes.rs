@@ -362,3 +362,44 @@ async fn smtp_t(t: TestApp) {
     assert!(last["last_error"].as_str().unwrap().contains("connecting"), "{out}");
     assert_eq!(last["to"], "demo_site_monitor@demo.casebook.invalid", "{out}");
 }
+
+// Every demo role: who opens which type, and who sets which status in a reply to a new query.
+both!(every_role_opens_and_sets_what_openclinica_allows, roles_t);
+async fn roles_t(t: TestApp) {
+    let crc = t.key("demo_crc").await;
+    let dm = t.key("demo_dm").await;
+    let label = participant_with_vitals(&t, &crc).await;
+    // (user, opens [failed_validation_check, annotation, query, reason_for_change],
+    //  sets [new, updated, resolution_proposed, closed])
+    let table: [(&str, [bool; 4], [bool; 4]); 9] = [
+        ("demo_dm", [true, true, true, true], [true, true, true, true]),
+        ("demo_director", [true, true, true, true], [true, true, true, true]),
+        ("demo_specialist", [true, true, false, true], [false, true, true, false]),
+        ("demo_entry", [true, true, false, true], [false, true, true, false]),
+        ("demo_monitor", [false, false, true, false], [true, true, false, true]),
+        ("demo_investigator", [true, true, false, true], [false, true, true, false]),
+        ("demo_crc", [true, true, false, true], [false, true, true, false]),
+        ("demo_site_monitor", [false, false, true, false], [true, true, false, true]),
+        ("demo_site_entry", [true, true, false, true], [false, true, true, false]),
+    ];
+    let types = ["failed_validation_check", "annotation", "query", "reason_for_change"];
+    let statuses = ["new", "updated", "resolution_proposed", "closed"];
+    for (user, opens, sets) in table {
+        let key = t.key(user).await;
+        for (ty, expected) in types.iter().zip(opens) {
+            let mut body = query_on_weight(&label, &format!("{user} opens {ty}"));
+            body["type"] = json!(ty);
+            let (s, e) = t.post(&key, NOTES, body).await;
+            let want = if expected { StatusCode::CREATED } else { StatusCode::FORBIDDEN };
+            assert_eq!(s, want, "{user} opening {ty}: {e}");
+        }
+        for (status, expected) in statuses.iter().zip(sets) {
+            let (s, q) = t.post(&dm, NOTES, query_on_weight(&label, "a new query")).await;
+            assert_eq!(s, StatusCode::CREATED, "{q}");
+            let (s, e) =
+                reply(&t, &key, q["id"].as_i64().unwrap(), json!({"description": "reply", "status": status})).await;
+            let want = if expected { StatusCode::OK } else { StatusCode::FORBIDDEN };
+            assert_eq!(s, want, "{user} setting {status}: {e}");
+        }
+    }
+}

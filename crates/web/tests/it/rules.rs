@@ -283,3 +283,35 @@ async fn demo_t(t: TestApp) {
         "{dry}"
     );
 }
+
+both!(scheduled_rules_run_once_a_day_after_their_time, schedule_t);
+async fn schedule_t(t: TestApp) {
+    let dm = t.key("demo_dm").await;
+    let crc = t.key("demo_crc").await;
+    let (_label, _) = participant_with_baseline(&t, &crc).await;
+    let target = r#"<Target Context="OC_RULES_V1">F_VITAL_SIGNS.IG_VITAL_ECG[ALL].I_VITAL_HR</Target>"#;
+    assert!(DEMO_RULES.contains(target));
+    let xml = DEMO_RULES.replace(target, &format!(r#"{target}<RunOnSchedule Time="10:00"/>"#));
+    let (s, out) = import(&t, &dm, &xml, false).await;
+    assert_eq!(s, StatusCode::CREATED, "{out}");
+    let (_, list) = t.get(&dm, RULES).await;
+    let tachy = list["rules"].as_array().unwrap().iter().find(|r| r["rule_oid"] == "R_VS_TACHYCARDIA").unwrap().clone();
+    assert_eq!(tachy["schedule"], "10:00", "{list}");
+    async fn notes(t: &TestApp, dm: &str) -> i64 {
+        t.get(dm, "/api/v1/studies/S_DEMO/notes").await.1["total"].as_i64().unwrap()
+    }
+
+    // 09:00: not yet. 10:30: it runs, once.
+    assert_eq!(t.app.run_scheduled_rules().await.unwrap(), 0);
+    assert_eq!(notes(&t, &dm).await, 0);
+    t.clock.advance(time::Duration::minutes(90));
+    assert_eq!(t.app.run_scheduled_rules().await.unwrap(), 1);
+    assert_eq!(notes(&t, &dm).await, 1);
+    assert_eq!(t.app.run_scheduled_rules().await.unwrap(), 0, "once a day");
+    // The next day it runs again, without repeating the note on unchanged data.
+    t.clock.advance(time::Duration::days(1));
+    assert_eq!(t.app.run_scheduled_rules().await.unwrap(), 1);
+    assert_eq!(notes(&t, &dm).await, 1);
+    let runs = actions(&t).await.iter().filter(|r| r["action"] == "rules.scheduled_run").count();
+    assert_eq!(runs, 2);
+}
