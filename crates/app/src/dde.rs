@@ -263,6 +263,31 @@ impl App {
             )
             .await?;
         }
+        // The second pass settled the values: rules whose actions run in double data entry run
+        // now, in this transaction.
+        let rules = self.active_rules(loc.study.id).await?;
+        let rules_run = if rules.is_empty() {
+            crate::rules_engine::RulesRun::default()
+        } else {
+            crate::rules_engine::run(
+                &mut tx,
+                &crate::rules_engine::RunContext {
+                    study_id: loc.study.id,
+                    site_id: loc.participant.site_id,
+                    audit_site: loc.site_id,
+                    participant_id: loc.participant.id,
+                    participant_oid: &loc.participant.oid,
+                    participant_label: &loc.participant.label,
+                    design: &loc.design,
+                    phase: casebook_domain::rules::RunPhase::DoubleDataEntry,
+                    dry_run: false,
+                    now: self.store().clock().now(),
+                },
+                &rules,
+                crate::rules_engine::Scope::Form { form_data_id: f.id },
+            )
+            .await?
+        };
         let rows = tx.item_data_of(f.id).await?;
         let missing = completion_problems(version, &resolved, &rows, self.store().clock().now());
         if !missing.is_empty() {
@@ -284,7 +309,7 @@ impl App {
         let next = self.event_after_completion(&mut tx, &loc, &forms, event_oid, form_oid).await?;
         tx.commit().await?;
         let form = self.form_view(loc.event.id, form_oid).await?;
-        Ok(SavedForm { form, event_status: next.as_str().to_owned(), open_issues: Vec::new(), rules: Vec::new() })
+        Ok(SavedForm { form, event_status: next.as_str().to_owned(), open_issues: Vec::new(), rules: rules_run.fired })
     }
 }
 

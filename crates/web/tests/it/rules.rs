@@ -315,3 +315,73 @@ async fn schedule_t(t: TestApp) {
     let runs = actions(&t).await.iter().filter(|r| r["action"] == "rules.scheduled_run").count();
     assert_eq!(runs, 2);
 }
+
+both!(rules_run_in_the_phase_their_actions_ask_for, phase_t);
+async fn phase_t(t: TestApp) {
+    // Vital signs at baseline are keyed twice; a rule acts only in double data entry.
+    let dm = t.key("demo_dm").await;
+    let (s, e) = t
+        .send(&dm, Method::PUT, "/api/v1/studies/S_DEMO/design/events/SE_BASELINE",
+              json!({"name": "Baseline", "type": "scheduled", "forms": [{"form": "F_VITAL_SIGNS", "required": true, "double_data_entry": true}]}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let (_, p) = t.post(&dm, "/api/v1/studies/S_DEMO/design/publish", json!({})).await;
+    let (s, _) = t
+        .post(&dm, &format!("/api/v1/studies/S_DEMO/design/versions/{}/promote", p["version"]["number"]), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let xml = r#"<RuleImport>
+  <RuleAssignment>
+    <Target Context="OC_RULES_V1">SE_BASELINE.F_VITAL_SIGNS.IG_VITAL_VS.I_VITAL_SYS</Target>
+    <RuleRef OID="R_DDE_SYS">
+      <DiscrepancyNoteAction IfExpressionEvaluates="true">
+        <Run AdministrativeDataEntry="false" InitialDataEntry="false" DoubleDataEntry="true" ImportDataEntry="false" Batch="false"/>
+        <Message>Systolic above 100 mmHg: checked after double data entry</Message>
+      </DiscrepancyNoteAction>
+    </RuleRef>
+  </RuleAssignment>
+  <RuleDef OID="R_DDE_SYS" Name="Systolic above 100"><Expression Context="OC_RULES_V1">I_VITAL_SYS gt 100</Expression></RuleDef>
+</RuleImport>"#;
+    let (s, out) = import(&t, &dm, xml, false).await;
+    assert_eq!(s, StatusCode::CREATED, "{out}");
+
+    let crc = t.key("demo_crc").await;
+    let (s, p) = t
+        .post(
+            &crc,
+            "/api/v1/studies/S_DEMO/participants",
+            json!({"site": "S_DEMOA", "sex": "m", "date_of_birth": "1970-01-01", "enrolled_on": "2026-10-30"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    let label = p["label"].as_str().unwrap().to_owned();
+    let base = format!("/api/v1/studies/S_DEMO/participants/{label}");
+    t.post(&crc, &format!("{base}/events"), json!({"event": "SE_BASELINE"})).await;
+    let form = format!("{base}/events/SE_BASELINE/1/forms/F_VITAL_SIGNS");
+    let values = json!([
+        {"item": "vs_date", "value": "2026-11-01"}, {"item": "weight", "value": "64"}, {"item": "height", "value": "170"},
+        {"item": "sys", "value": "118"}, {"item": "dia", "value": "76"}, {"item": "abnormal", "value": "no"},
+        {"item": "ecg_time", "row": 1, "value": "09:30"}, {"item": "hr", "row": 1, "value": "70"}
+    ]);
+    let (s, saved) = t.send(&crc, Method::PUT, &form, json!({"values": values})).await;
+    assert_eq!(s, StatusCode::OK, "{saved}");
+    assert!(saved.get("rules").is_none(), "not in initial data entry: {saved}");
+    let (s, ide) =
+        t.post(&crc, &format!("{form}/complete"), json!({"expected_version": saved["form"]["version"]})).await;
+    assert_eq!(s, StatusCode::OK, "{ide}");
+    let notes = |v: &Value| v["total"].as_i64().unwrap();
+    assert_eq!(notes(&t.get(&dm, "/api/v1/studies/S_DEMO/notes").await.1), 0);
+
+    // The second pass by a colleague, completed: now the rule acts.
+    let inv = t.key("demo_investigator").await;
+    let (s, cmp) = t.send(&inv, Method::PUT, &format!("{form}/double-entry"), json!({"values": values})).await;
+    assert_eq!(s, StatusCode::OK, "{cmp}");
+    let (_, book) = t.get(&inv, &base).await;
+    let version = book["events"][0]["forms"][0]["version"].as_i64().unwrap();
+    let (s, done) = t.post(&inv, &format!("{form}/double-entry/complete"), json!({"expected_version": version})).await;
+    assert_eq!(s, StatusCode::OK, "{done}");
+    assert_eq!(done["rules"][0]["action"], "discrepancy_note", "{done}");
+    let (_, list) = t.get(&dm, "/api/v1/studies/S_DEMO/notes").await;
+    assert_eq!(notes(&list), 1, "{list}");
+    assert!(list["threads"][0]["description"].as_str().unwrap().starts_with("Systolic above 100"), "{list}");
+}
