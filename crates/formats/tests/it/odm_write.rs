@@ -559,3 +559,127 @@ fn openclinica_metadata_carries_the_studys_rules() {
         assert!(!plain.contains("Rules") && !plain.contains("RuleDef"), "{flavour:?}");
     }
 }
+
+/// A small casebook written as ClinicalData: two participants, a repeating event, a repeating
+/// group, a null flavour and text needing escapes.
+fn clinical(openclinica: bool) -> String {
+    use casebook_formats::odm::clinical_write::{ClinicalFile, ClinicalWriter, EventOut, FormOut, ItemOut, SubjectOut};
+    let file = ClinicalFile {
+        study_oid: "S_DEMO",
+        metadata_version_oid: "v1",
+        file_oid: "CLINICAL_1",
+        created: time::macros::datetime!(2026-11-22 09:00 UTC),
+        openclinica,
+    };
+    let mut w = ClinicalWriter::new(Vec::new(), &file).unwrap();
+    w.subject(&SubjectOut {
+        key: "SS_DEMOA0001",
+        label: "DEMO-A-0001",
+        person_id: Some("P-17"),
+        date_of_birth: Some("1980-05-05"),
+        sex: Some("f"),
+        enrolled_on: Some("2026-01-10"),
+        status: "available",
+        ..SubjectOut::default()
+    })
+    .unwrap();
+    w.event(&EventOut {
+        event_oid: "SE_BASELINE",
+        status: "data_entry_started",
+        start: Some(time::macros::datetime!(2026-01-10 08:00 UTC)),
+        ..EventOut::default()
+    })
+    .unwrap();
+    w.form(&FormOut { version_oid: "F_DEMOG_V1", version_label: "v1", status: "complete", awaiting_dde: false })
+        .unwrap();
+    let items = [
+        ItemOut { item_oid: "I_DEMOG_SEX", value: Some("f"), null_flavour: None },
+        ItemOut { item_oid: "I_DEMOG_NOTE", value: Some("<b>\"quoted\" & more</b>"), null_flavour: None },
+        ItemOut { item_oid: "I_DEMOG_AGE", value: None, null_flavour: Some("UNK") },
+    ];
+    w.group("IG_DEMOG_MAIN", None, &items).unwrap();
+    w.group(
+        "IG_DEMOG_MEDS",
+        Some(1),
+        &[ItemOut { item_oid: "I_DEMOG_MED", value: Some("aspirin"), null_flavour: None }],
+    )
+    .unwrap();
+    w.group(
+        "IG_DEMOG_MEDS",
+        Some(2),
+        &[ItemOut { item_oid: "I_DEMOG_MED", value: Some("ibuprofen"), null_flavour: None }],
+    )
+    .unwrap();
+    w.event(&EventOut { event_oid: "SE_FOLLOWUP", repeat_key: Some(2), status: "scheduled", ..EventOut::default() })
+        .unwrap();
+    w.subject(&SubjectOut { key: "SS_DEMOA0002", label: "DEMO-A-0002", status: "removed", ..SubjectOut::default() })
+        .unwrap();
+    String::from_utf8(w.finish().unwrap()).unwrap()
+}
+
+#[test]
+fn clinical_data_is_valid_odm_with_and_without_openclinica_extensions() {
+    let plain = clinical(false);
+    assert_schema_valid(&plain, &odm132_schema(), "clinical-1.3.2.xml");
+    assert!(!plain.contains("OpenClinica"), "{plain}");
+    assert!(plain.contains(r#"<ItemData ItemOID="I_DEMOG_AGE" IsNull="Yes"/>"#), "{plain}");
+    assert!(plain.contains(r#"Value="&lt;b&gt;&quot;quoted&quot; &amp; more&lt;/b&gt;""#), "{plain}");
+    assert!(
+        plain.contains(
+            r#"<ItemGroupData ItemGroupOID="IG_DEMOG_MEDS" ItemGroupRepeatKey="2" TransactionType="Insert">"#
+        )
+    );
+    assert!(
+        plain.contains(r#"<StudyEventData StudyEventOID="SE_FOLLOWUP" StudyEventRepeatKey="2"/>"#)
+            || plain.contains(r#"<StudyEventData StudyEventOID="SE_FOLLOWUP" StudyEventRepeatKey="2">"#),
+        "{plain}"
+    );
+
+    let oc = clinical(true);
+    let schema = odm132_openclinica_schema();
+    assert_schema_valid(&oc, &schema, "clinical-1.3.2-openclinica.xml");
+    std::fs::remove_file(&schema).unwrap();
+    for expected in [
+        r#"<SubjectData SubjectKey="SS_DEMOA0001" OpenClinica:StudySubjectID="DEMO-A-0001" OpenClinica:UniqueIdentifier="P-17" OpenClinica:Status="available" OpenClinica:DateOfBirth="1980-05-05" OpenClinica:Sex="f" OpenClinica:EnrollmentDate="2026-01-10">"#,
+        r#"<StudyEventData StudyEventOID="SE_BASELINE" OpenClinica:StartDate="2026-01-10" OpenClinica:Status="data entry started">"#,
+        r#"<FormData FormOID="F_DEMOG_V1" OpenClinica:Version="v1" OpenClinica:Status="data entry complete">"#,
+        r#"<ItemData ItemOID="I_DEMOG_AGE" IsNull="Yes" OpenClinica:ReasonForNull="UNK"/>"#,
+        r#"OpenClinica:Status="removed""#,
+    ] {
+        assert!(oc.contains(expected), "{expected} not in {oc}");
+    }
+}
+
+#[test]
+fn clinical_data_is_written_as_it_comes() {
+    use casebook_formats::odm::clinical_write::{ClinicalFile, ClinicalWriter, EventOut, FormOut, ItemOut, SubjectOut};
+    let file = ClinicalFile {
+        study_oid: "S",
+        metadata_version_oid: "v1",
+        file_oid: "F",
+        created: time::macros::datetime!(2026-11-22 09:00 UTC),
+        openclinica: false,
+    };
+    // Drained after every participant, the buffer never holds more than one participant.
+    let mut w = ClinicalWriter::new(Vec::new(), &file).unwrap();
+    let mut total = 0usize;
+    let mut largest = 0usize;
+    for n in 0..2_000 {
+        let key = format!("SS_{n}");
+        w.subject(&SubjectOut { key: &key, label: &key, status: "available", ..SubjectOut::default() }).unwrap();
+        w.event(&EventOut { event_oid: "SE_V", status: "completed", ..EventOut::default() }).unwrap();
+        w.form(&FormOut { version_oid: "F_V1", version_label: "v1", status: "complete", awaiting_dde: false }).unwrap();
+        w.group("IG", None, &[ItemOut { item_oid: "I", value: Some("1"), null_flavour: None }]).unwrap();
+        let chunk = std::mem::take(w.get_mut());
+        largest = largest.max(chunk.len());
+        total += chunk.len();
+    }
+    let rest = w.finish().unwrap();
+    total += rest.len();
+    assert!(largest < 1_000, "{largest}");
+    assert!(total > 2_000 * 150, "{total}");
+    // Structure errors are refused rather than written.
+    let mut w = ClinicalWriter::new(Vec::new(), &file).unwrap();
+    assert!(w.form(&FormOut::default()).is_err());
+    assert!(w.group("IG", None, &[]).is_err());
+}
