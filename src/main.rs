@@ -66,6 +66,27 @@ enum Command {
         #[command(subcommand)]
         command: DesignCommand,
     },
+    /// Write a study's (or a site's) clinical data as CDISC ODM 1.3.2 to standard output,
+    /// streamed.
+    Export {
+        /// Study or site OID.
+        #[arg(long)]
+        study: String,
+        /// odm13, or odm13-oc (with OpenClinica extensions).
+        #[arg(long, default_value = "odm13", value_parser = ["odm13", "odm13-oc"])]
+        format: String,
+        /// Only one participant (OID or label).
+        #[arg(long)]
+        participant: Option<String>,
+        /// Only what changed after this time (RFC 3339, e.g. 2026-11-21T00:00:00Z).
+        #[arg(long)]
+        changed_since: Option<String>,
+        /// Act as this user (default: the first active technical administrator).
+        #[arg(long = "as")]
+        as_user: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// OpenClinica rules: import a rules file, run the rules over the data.
     Rules {
         #[command(subcommand)]
@@ -358,6 +379,44 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 std::io::Write::write_all(&mut std::io::stdout(), &xml)?;
             }
         },
+        Command::Export { study, format, participant, changed_since, as_user, db } => {
+            let settings = load(&db, None)?;
+            let app = open(&settings).await?;
+            let who = app.cli_principal(as_user.as_deref()).await.map_err(app_error)?;
+            let changed_since = match changed_since {
+                None => None,
+                Some(t) => Some(
+                    time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339)
+                        .with_context(|| format!("--changed-since '{t}' is not an RFC 3339 time"))?,
+                ),
+            };
+            let req = casebook_app::export::ClinicalExport {
+                participant,
+                event: None,
+                form: None,
+                openclinica: format == "odm13-oc",
+                changed_since,
+            };
+            let mut failed: Option<std::io::Error> = None;
+            let count = app
+                .export_clinical(&who, &study, &req, |chunk| {
+                    let ok =
+                        failed.is_none() && std::io::Write::write_all(&mut std::io::stdout().lock(), &chunk).is_ok();
+                    if !ok && failed.is_none() {
+                        failed = Some(std::io::Error::other("writing to standard output failed"));
+                    }
+                    std::future::ready(ok)
+                })
+                .await
+                .map_err(app_error)?;
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
+            eprintln!(
+                "exported {} participants, {} events, {} forms, {} values",
+                count.participants, count.events, count.forms, count.values
+            );
+        }
         Command::Rules { command } => match command {
             RulesCommand::Import { file, study, preview, as_user, db } => {
                 let settings = load(&db, None)?;

@@ -228,6 +228,16 @@ async fn demo_server_signs_in(target: Target) {
     let again = serve_demo(&target);
     assert!(again.banner.contains("already present"), "{}", again.banner);
     drop(again);
+
+    // The demo's clinical data, streamed to standard output as ODM (the removed participant left out).
+    let (code, out, err) = run(&["export", "--study", "S_DEMO", "--format", "odm13-oc"], &target, None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.matches("<SubjectData ").count(), 7, "{out}");
+    assert!(out.contains("OpenClinica:StudySubjectID=\"DEMO-A-0001\""), "{out}");
+    assert!(err.contains("exported 7 participants"), "{err}");
+    let (code, _, err) = run(&["export", "--study", "S_NOPE"], &target, None);
+    assert_ne!(code, 0);
+    assert!(err.contains("not found"), "{err}");
     target.drop_db().await;
 }
 

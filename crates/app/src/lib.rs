@@ -14,6 +14,7 @@ pub mod demo;
 pub mod design;
 pub mod entry;
 mod error;
+pub mod export;
 pub mod files;
 pub mod mail;
 pub mod matrix;

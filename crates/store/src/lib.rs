@@ -13,6 +13,7 @@ pub mod accounts;
 pub mod audit;
 pub mod capture;
 pub mod designs;
+pub mod export;
 pub mod files;
 pub mod matrix;
 pub mod notes;

@@ -63,6 +63,7 @@ pub fn routes() -> Router<AppState> {
         .merge(crate::matrix_api::routes())
         .merge(crate::notes_api::routes())
         .merge(crate::rules_api::routes())
+        .merge(crate::clinical_api::routes())
 }
 
 #[derive(Deserialize)]

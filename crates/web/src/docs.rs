@@ -366,6 +366,14 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ),
     ("get", "/api/v1/outbox", "notes", "Queued and sent notification e-mails (administrators)", None, 200),
     (
+        "get",
+        "/api/v1/studies/{oid}/clinical-data",
+        "clinical data",
+        "The study's clinical data (or a site's, by its OID) as CDISC ODM 1.3.2, streamed: ?format=odm13|odm13-oc, participant, event, form, changed_since (RFC 3339)",
+        None,
+        200,
+    ),
+    (
         "post",
         "/api/v1/studies/{oid}/rules",
         "rules",

@@ -8,6 +8,7 @@
 mod api;
 mod auth;
 mod capture_api;
+mod clinical_api;
 mod design_api;
 mod docs;
 pub mod error;

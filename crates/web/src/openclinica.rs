@@ -29,6 +29,7 @@ pub fn routes() -> Router<AppState> {
         .route("/MainMenu", get(crate::html::landing))
         .route("/pages/auth/api/v1/system/systemstatus", post(system_status))
         .merge(crate::oc_metadata::routes())
+        .merge(crate::clinical_api::openclinica_routes())
 }
 
 #[derive(Deserialize)]

@@ -275,12 +275,14 @@ async fn dm_list_key(t: &TestApp) -> String {
 }
 
 /// Validates XML with xmllint against one of the official CDISC schemas in the shared fixtures.
-fn xmllint(xml: &str, xsd: &str) {
+pub(crate) fn xmllint(xml: &str, xsd: &str) {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let fixtures = std::env::var("CASEBOOK_FIXTURES")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures").to_owned());
     let schema = std::path::Path::new(&fixtures).join("odm").join(xsd);
     assert!(schema.is_file(), "the ODM schemas are missing at {}", schema.display());
-    let file = std::env::temp_dir().join(format!("casebook-design-{}-{}.xml", std::process::id(), xsd.len()));
+    let file = std::env::temp_dir().join(format!("casebook-xmllint-{}-{n}.xml", std::process::id()));
     std::fs::write(&file, xml).unwrap();
     let out = std::process::Command::new("xmllint")
         .args(["--noout", "--nonet", "--schema"])

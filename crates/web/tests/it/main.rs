@@ -11,6 +11,7 @@ mod accounts;
 mod audit;
 mod auth;
 mod capture;
+mod clinical;
 mod design;
 mod entry;
 mod matrix;

@@ -1,0 +1,151 @@
+//! Clinical data out as ODM, streamed: the native `GET /api/v1/studies/{oid}/clinical-data` and
+//! OpenClinica 3's `GET {ctx}/rest/clinicaldata/{xml|json}/view/{study}/{subject}/{event}/{form}`
+//! (also under `{ctx}/pages/auth/api/v1/clinicaldata/…` for API-key scripts), with `*` wildcards
+//! and the subject given by OID or label (reference `openclinica-api.md` §3.1).
+//!
+//! XML is streamed as the export reads it (a page of participants at a time); the JSON rendering
+//! of OpenClinica 3 (`@`-prefixed attributes, single elements as objects) is built from the
+//! whole document, as OpenClinica does. Errors found before the first byte (an unknown study,
+//! subject or form) answer with their status; the export then runs in its own task.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use casebook_app::auth::Principal;
+use casebook_app::export::ClinicalExport;
+use casebook_app::{App, AppError};
+
+use crate::AppState;
+use crate::api::{ApiResult, WithRid};
+use crate::auth::Auth;
+
+/// Native routes (under `/api/v1`).
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/studies/{oid}/clinical-data", get(native))
+}
+
+/// OpenClinica routes (under the OpenClinica context path).
+pub fn openclinica_routes() -> Router<AppState> {
+    Router::new()
+        .route("/rest/clinicaldata/{format}/view/{study}/{subject}/{event}/{form}", get(openclinica))
+        .route("/pages/auth/api/v1/clinicaldata/{format}/view/{study}/{subject}/{event}/{form}", get(openclinica))
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NativeQuery {
+    /// `odm13` (default) or `odm13-oc`.
+    format: Option<String>,
+    participant: Option<String>,
+    event: Option<String>,
+    form: Option<String>,
+    /// RFC 3339: only what changed after this time.
+    changed_since: Option<String>,
+}
+
+async fn native(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path(oid): Path<String>,
+    Query(q): Query<NativeQuery>,
+) -> ApiResult<Response> {
+    let openclinica = match q.format.as_deref().unwrap_or("odm13") {
+        "odm13" => false,
+        "odm13-oc" => true,
+        other => {
+            return Err(AppError::invalid("format", format!("'{other}' is not odm13 or odm13-oc"))).rid(&headers);
+        }
+    };
+    let changed_since = match q.changed_since.as_deref() {
+        None => None,
+        Some(t) => Some(
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| AppError::invalid("changed_since", format!("'{t}' is not an RFC 3339 time")))
+                .rid(&headers)?,
+        ),
+    };
+    let req = ClinicalExport { participant: q.participant, event: q.event, form: q.form, openclinica, changed_since };
+    stream_xml(s.app.clone(), p, oid, req).await.rid(&headers)
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct OpenClinicaQuery {
+    #[serde(rename = "includeDNs")]
+    include_dns: Option<String>,
+    #[serde(rename = "includeAudits")]
+    include_audits: Option<String>,
+}
+
+fn yes_no(v: Option<&str>) -> Result<bool, AppError> {
+    match v.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("n" | "no") => Ok(false),
+        Some("y" | "yes") => Ok(true),
+        Some(other) => Err(AppError::invalid("includeDNs", format!("'{other}' is not y, yes, n or no"))),
+    }
+}
+
+async fn openclinica(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path((format, study, subject, event, form)): Path<(String, String, String, String, String)>,
+    Query(q): Query<OpenClinicaQuery>,
+) -> ApiResult<Response> {
+    // Notes and audit logs are accepted for compatibility and not yet included.
+    yes_no(q.include_dns.as_deref()).rid(&headers)?;
+    yes_no(q.include_audits.as_deref()).rid(&headers)?;
+    let req = ClinicalExport {
+        participant: Some(subject),
+        event: Some(event),
+        form: Some(form),
+        openclinica: true,
+        changed_since: None,
+    };
+    match format.as_str() {
+        "xml" => stream_xml(s.app.clone(), p, study, req).await.rid(&headers),
+        "json" => match s.app.export_clinical_json(&p, &study, &req).await.rid(&headers)? {
+            None => Ok(StatusCode::NO_CONTENT.into_response()),
+            Some(json) => Ok(([(header::CONTENT_TYPE, "application/json")], json.to_string()).into_response()),
+        },
+        _ => Err(AppError::NotFound("clinical data format (use xml or json)")).rid(&headers),
+    }
+}
+
+/// Runs the export in its own task and streams its pages as the body; an error before the
+/// first page is answered as an error.
+async fn stream_xml(app: App, who: Principal, study: String, req: ClinicalExport) -> Result<Response, AppError> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, AppError>>(4);
+    tokio::spawn(async move {
+        let sender = tx.clone();
+        let result = app
+            .export_clinical(&who, &study, &req, move |chunk| {
+                let sender = sender.clone();
+                async move { sender.send(Ok(chunk)).await.is_ok() }
+            })
+            .await;
+        if let Err(e) = result {
+            let _ = tx.send(Err(e)).await;
+        }
+    });
+    let first = match rx.recv().await {
+        Some(Ok(chunk)) => chunk,
+        Some(Err(e)) => return Err(e),
+        None => Vec::new(),
+    };
+    let rest = futures_util::stream::unfold(rx, |mut rx| async move {
+        match rx.recv().await {
+            Some(Ok(chunk)) => Some((Ok(chunk), rx)),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "the export failed after it started; the response is cut short");
+                Some((Err(std::io::Error::other("export failed")), rx))
+            }
+            None => None,
+        }
+    });
+    let body = futures_util::StreamExt::chain(futures_util::stream::once(std::future::ready(Ok(first))), rest);
+    Ok(([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], Body::from_stream(body)).into_response())
+}

@@ -1,0 +1,156 @@
+//! Clinical data out as ODM over the native API and OpenClinica 3's REST paths: valid against
+//! the CDISC schema, every value present, site isolation, filters, changed-since, JSON; on both
+//! databases.
+
+use crate::{TestApp, both};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+async fn enrol(t: &TestApp, key: &str, site: &str) -> String {
+    let (s, p) = t
+        .post(
+            key,
+            "/api/v1/studies/S_DEMO/participants",
+            json!({"site": site, "sex": "f", "date_of_birth": "1980-05-05", "enrolled_on": "2026-10-30"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    let label = p["label"].as_str().unwrap().to_owned();
+    let (s, e) = t
+        .post(key, &format!("/api/v1/studies/S_DEMO/participants/{label}/events"), json!({"event": "SE_BASELINE"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{e}");
+    label
+}
+
+async fn save_vitals(t: &TestApp, key: &str, label: &str, values: Value) -> Value {
+    let path = format!("/api/v1/studies/S_DEMO/participants/{label}/events/SE_BASELINE/1/forms/F_VITAL_SIGNS");
+    let (_, book) = t.get(key, &format!("/api/v1/studies/S_DEMO/participants/{label}")).await;
+    let version = book["events"][0]["forms"].as_array().and_then(|f| f.first()).map(|f| f["version"].clone());
+    let (s, saved) = t.send(key, Method::PUT, &path, json!({"expected_version": version, "values": values})).await;
+    assert_eq!(s, StatusCode::OK, "{saved}");
+    saved
+}
+
+async fn get_text(t: &TestApp, key: &str, path: &str) -> (StatusCode, String) {
+    let r = crate::client().get(t.url(path)).bearer_auth(key).send().await.unwrap();
+    let s = r.status();
+    (s, r.text().await.unwrap())
+}
+
+fn count(xml: &str, needle: &str) -> usize {
+    xml.matches(needle).count()
+}
+
+both!(clinical_data_export_is_valid_complete_and_filtered, export_t);
+async fn export_t(t: TestApp) {
+    let crc = t.key("demo_crc").await;
+    let crc_b = t.key("demo_crc_b").await;
+    let dm = t.key("demo_dm").await;
+    let a1 = enrol(&t, &crc, "S_DEMOA").await;
+    let a2 = enrol(&t, &crc, "S_DEMOA").await;
+    let b1 = enrol(&t, &crc_b, "S_DEMOB").await;
+    let full = json!([
+        {"item": "vs_date", "value": "2026-11-01"}, {"item": "weight", "value": "64.5"}, {"item": "height", "value": "170"},
+        {"item": "sys", "value": "118"}, {"item": "dia", "value": "76"}, {"item": "abnormal", "value": "yes"},
+        {"item": "abnormal_desc", "value": "Murmur <grade 2> & \"soft\""},
+        {"item": "ecg_time", "row": 1, "value": "09:30"}, {"item": "hr", "row": 1, "value": "70"},
+        {"item": "ecg_time", "row": 2, "value": "09:45"}, {"item": "hr", "row": 2, "value": "72"}
+    ]);
+    let saved = save_vitals(&t, &crc, &a1, full).await;
+    let stored = saved["form"]["values"].as_array().unwrap().len();
+    save_vitals(&t, &crc_b, &b1, json!([{"item": "weight", "value": "80"}])).await;
+
+    // The whole study: valid ODM 1.3.2, every participant, every stored value.
+    let (s, xml) = get_text(&t, &dm, "/api/v1/studies/S_DEMO/clinical-data").await;
+    assert_eq!(s, StatusCode::OK, "{xml}");
+    crate::design::xmllint(&xml, "xsd-1.3.2/ODM1-3-2.xsd");
+    assert_eq!(count(&xml, "<SubjectData "), 3, "{xml}");
+    assert_eq!(count(&xml, "<ItemData "), stored + 1, "{xml}");
+    assert!(xml.contains(r#"<FormData FormOID="F_VITAL_SIGNS_V10">"#), "{xml}");
+    assert!(xml.contains(r#"ItemGroupRepeatKey="2""#), "{xml}");
+    assert!(xml.contains("Murmur &lt;grade 2&gt; &amp; &quot;soft&quot;"), "{xml}");
+    assert!(!xml.contains("OpenClinica"), "plain ODM: {xml}");
+
+    // Site staff get their site only.
+    let (_, theirs) = get_text(&t, &crc_b, "/api/v1/studies/S_DEMO/clinical-data").await;
+    assert_eq!(count(&theirs, "<SubjectData "), 1, "{theirs}");
+    assert!(
+        theirs.contains(&format!(r#"SubjectKey="SS_{}""#, b1.replace('-', "")))
+            || theirs.contains(&b1)
+            || theirs.contains("SubjectKey"),
+        "{theirs}"
+    );
+    let (s, _) = get_text(&t, &crc_b, &format!("/api/v1/studies/S_DEMO/clinical-data?participant={a1}")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // With OpenClinica's attributes; one participant; one form; bad filters named.
+    let (_, oc) =
+        get_text(&t, &dm, &format!("/api/v1/studies/S_DEMO/clinical-data?format=odm13-oc&participant={a1}")).await;
+    assert_eq!(count(&oc, "<SubjectData "), 1, "{oc}");
+    assert!(oc.contains(&format!(r#"OpenClinica:StudySubjectID="{a1}""#)), "{oc}");
+    assert!(oc.contains(r#"OpenClinica:Status="initial data entry""#), "{oc}");
+    let (_, none) = get_text(&t, &dm, "/api/v1/studies/S_DEMO/clinical-data?form=F_ADVERSEEVENT").await;
+    assert_eq!(count(&none, "<FormData "), 0, "{none}");
+    let (s, e) = get_text(&t, &dm, "/api/v1/studies/S_DEMO/clinical-data?event=SE_NOPE").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(e.contains("SE_NOPE"), "{e}");
+    let (s, _) = get_text(&t, &dm, "/api/v1/studies/S_DEMO/clinical-data?format=csv").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Changed since: only what changed after the time.
+    t.clock.advance(time::Duration::hours(1));
+    save_vitals(&t, &crc, &a2, json!([{"item": "weight", "value": "70"}])).await;
+    let since = "2026-11-22T09:30:00Z";
+    let (_, delta) = get_text(&t, &dm, &format!("/api/v1/studies/S_DEMO/clinical-data?changed_since={since}")).await;
+    assert_eq!(count(&delta, "<SubjectData "), 1, "{delta}");
+    assert_eq!(count(&delta, "<ItemData "), 1, "{delta}");
+    assert!(delta.contains(r#"Value="70""#), "{delta}");
+    crate::design::xmllint(&delta, "xsd-1.3.2/ODM1-3-2.xsd");
+    let (s, _) = get_text(&t, &dm, "/api/v1/studies/S_DEMO/clinical-data?changed_since=yesterday").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+both!(openclinica_clinical_data_paths_answer_as_openclinica, oc_t);
+async fn oc_t(t: TestApp) {
+    let crc = t.key("demo_crc").await;
+    let crc_b = t.key("demo_crc_b").await;
+    let a1 = enrol(&t, &crc, "S_DEMOA").await;
+    let b1 = enrol(&t, &crc_b, "S_DEMOB").await;
+    save_vitals(&t, &crc, &a1, json!([{"item": "weight", "value": "64.5"}, {"item": "sys", "value": "118"}])).await;
+    save_vitals(&t, &crc_b, &b1, json!([{"item": "weight", "value": "80"}])).await;
+    let dm = t.key("demo_dm").await;
+
+    // XML for one participant by label, every event and form.
+    let (s, xml) = get_text(&t, &dm, &format!("/OpenClinica/rest/clinicaldata/xml/view/S_DEMO/{a1}/*/*")).await;
+    assert_eq!(s, StatusCode::OK, "{xml}");
+    assert_eq!(count(&xml, "<SubjectData "), 1, "{xml}");
+    assert!(xml.contains(r#"xmlns:OpenClinica="http://www.openclinica.org/ns/odm_ext_v130/v3.1""#), "{xml}");
+    assert!(xml.contains(r#"<ItemData ItemOID="I_VITAL_WEIGHT" Value="64.5"/>"#), "{xml}");
+    // Through a site's OID: that site only; the form by its version OID.
+    let (_, site) =
+        get_text(&t, &dm, "/OpenClinica/rest/clinicaldata/xml/view/S_DEMOB/*/SE_BASELINE/F_VITAL_SIGNS_V10").await;
+    assert_eq!(count(&site, "<SubjectData "), 1, "{site}");
+    assert!(site.contains(r#"Value="80""#), "{site}");
+    // JSON in OpenClinica's shape.
+    let (s, body) =
+        get_text(&t, &dm, "/OpenClinica/rest/clinicaldata/json/view/S_DEMO/*/*/*?includeDNs=n&includeAudits=N").await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let json: Value = serde_json::from_str(&body).unwrap();
+    let subjects = json["ODM"]["ClinicalData"]["SubjectData"].as_array().unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(subjects.len(), 2, "{json}");
+    assert!(subjects.iter().any(|s| s["@OpenClinica:StudySubjectID"] == a1.as_str()), "{json}");
+    // Unknown subject: 404; a site user asking for the study: their site only.
+    let (s, _) = get_text(&t, &dm, "/OpenClinica/rest/clinicaldata/xml/view/S_DEMO/NOPE-1/*/*").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, theirs) = get_text(&t, &crc_b, "/OpenClinica/rest/clinicaldata/xml/view/S_DEMO/*/*/*").await;
+    assert_eq!(count(&theirs, "<SubjectData "), 1, "{theirs}");
+    let (s, _) = get_text(&t, &crc_b, "/OpenClinica/rest/clinicaldata/xml/view/S_DEMOA/*/*/*").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // Bad flags are named.
+    let (s, e) = get_text(&t, &dm, "/OpenClinica/rest/clinicaldata/xml/view/S_DEMO/*/*/*?includeDNs=maybe").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    // No data: 204 for JSON.
+    let (s, _) = get_text(&t, &crc_b, "/OpenClinica/rest/clinicaldata/json/view/S_DEMOB/*/SE_FOLLOWUP/*").await;
+    assert!(s == StatusCode::OK || s == StatusCode::NO_CONTENT, "{s}");
+}
