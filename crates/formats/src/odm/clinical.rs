@@ -664,9 +664,9 @@ impl State {
             (Ctx::Subject, "SiteRef" | "InvestigatorRef") if odm => self.subject_ref(local, attrs, at),
             (Ctx::Event, "FormData") if odm => self.open_form(attrs, at),
             (Ctx::Form, "ItemGroupData") if odm => self.open_group(attrs, at),
-            (Ctx::Group, "ItemData") if odm => self.open_item(None, attrs, at)?,
+            (Ctx::Group, "ItemData") if odm => self.open_item(local, None, attrs, at)?,
             (Ctx::Group, typed) if odm && typed_item(typed).is_some() => {
-                self.open_item(typed_item(typed), attrs, at)?
+                self.open_item(local, typed_item(typed), attrs, at)?
             }
             (Ctx::Item, "MeasurementUnitRef") if odm => self.measurement_unit(attrs, at),
             (Ctx::Subject | Ctx::Event | Ctx::Form | Ctx::Group | Ctx::Item | Ctx::TypedItem, "DiscrepancyNotes")
@@ -1023,14 +1023,16 @@ impl State {
         Ctx::Group
     }
 
-    /// `ItemData` (`typed` is `None`) or `ItemData{typed}`.
-    fn open_item(&mut self, typed: Option<&str>, attrs: &[Attr<'_>], at: Pos) -> Result<Ctx, Diagnostic> {
+    /// `ItemData` (`typed` is `None`) or `ItemData{typed}` (the `element`).
+    fn open_item(
+        &mut self,
+        element: &str,
+        typed: Option<&str>,
+        attrs: &[Attr<'_>],
+        at: Pos,
+    ) -> Result<Ctx, Diagnostic> {
         self.entry(at)?;
         self.detect(attrs, OC4_ITEM);
-        let element = match typed {
-            Some(t) => format!("ItemData{t}"),
-            None => "ItemData".to_owned(),
-        };
         let mut item = ItemRecord {
             data_type: typed.map(str::to_owned),
             line: at.line,
@@ -1040,7 +1042,7 @@ impl State {
         for a in attrs {
             match (a.ns, a.name, typed) {
                 (Ns::Odm, "ItemOID", _) => item.oid = a.text().to_owned(),
-                (Ns::Odm, "TransactionType", _) => item.transaction_type = self.transaction_type(&element, a, at),
+                (Ns::Odm, "TransactionType", _) => item.transaction_type = self.transaction_type(element, a, at),
                 (Ns::Odm, "Value", None) => item.value = a.owned(),
                 (Ns::Odm, "IsNull", None) => {
                     item.is_null = a.text() == "Yes";
@@ -1050,14 +1052,14 @@ impl State {
                 }
                 (Ns::Odm, "MeasurementUnitOID", Some(_)) => item.measurement_unit_oid = a.owned(),
                 (Ns::Odm, "AuditRecordID" | "SignatureID" | "AnnotationID", Some(_)) => {}
-                (Ns::Odm, _, _) => self.unknown_attribute(&element, a, at),
+                (Ns::Odm, _, _) => self.unknown_attribute(element, a, at),
                 (Ns::OpenClinica, "ReasonForNull", _) => item.reason_for_null = a.owned(),
                 (Ns::OpenClinica, name, _) => _ = item.other_openclinica.insert(name.to_owned(), a.text().to_owned()),
                 _ => {}
             }
         }
         if item.oid.is_empty() {
-            self.missing(&element, "ItemOID", at);
+            self.missing(element, "ItemOID", at);
         }
         if item.is_null && item.value.is_some() {
             self.error(at, format!("<ItemData> for '{}' has both IsNull=\"Yes\" and a Value.", item.oid));
