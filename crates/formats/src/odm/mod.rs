@@ -1,5 +1,7 @@
-//! CDISC ODM: study metadata out (1.3.2 plain and with OpenClinica extensions, 2.0) and in.
+//! CDISC ODM: study metadata out (1.3.2 plain and with OpenClinica extensions, 2.0) and in;
+//! clinical data in (streamed records) and out (streamed writer).
 
+pub mod clinical;
 pub mod clinical_write;
 pub mod json;
 pub mod read;

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod occrf;
+mod odm_clinical;
 mod odm_read;
 mod odm_write;
 mod rules;
