@@ -87,6 +87,23 @@ enum Command {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Check a CDISC ODM ClinicalData file against a study (`--dry-run`): prints every problem
+    /// with its line, participant, event, form, item and value; exits 0 only when the file would
+    /// be accepted. Writing imports is not available yet.
+    Import {
+        file: std::path::PathBuf,
+        /// Study OID.
+        #[arg(long)]
+        study: String,
+        /// Check only; nothing is written.
+        #[arg(long)]
+        dry_run: bool,
+        /// Act as this user (default: the first active technical administrator).
+        #[arg(long = "as")]
+        as_user: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// OpenClinica rules: import a rules file, run the rules over the data.
     Rules {
         #[command(subcommand)]
@@ -416,6 +433,59 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 "exported {} participants, {} events, {} forms, {} values",
                 count.participants, count.events, count.forms, count.values
             );
+        }
+        Command::Import { file, study, dry_run, as_user, db } => {
+            if !dry_run {
+                eprintln!("error: only --dry-run is available yet: the file is checked and nothing is written");
+                return Ok(ExitCode::from(2));
+            }
+            let settings = load(&db, None)?;
+            let app = open(&settings).await?;
+            let who = app.cli_principal(as_user.as_deref()).await.map_err(app_error)?;
+            let f = std::fs::File::open(&file).with_context(|| format!("reading {}", file.display()))?;
+            let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("clinical-data.xml");
+            let report = app
+                .check_clinical_import(&who, &study, name, std::io::BufReader::new(f), None)
+                .await
+                .map_err(app_error)?;
+            for (kind, list) in [("error", &report.errors), ("warning", &report.warnings)] {
+                for p in list {
+                    let mut place = Vec::new();
+                    for (k, v) in
+                        [("participant", &p.participant), ("event", &p.event), ("form", &p.form), ("item", &p.item)]
+                    {
+                        if let Some(v) = v {
+                            place.push(format!("{k} {v}"));
+                        }
+                    }
+                    if let Some(r) = p.row {
+                        place.push(format!("row {r}"));
+                    }
+                    if let Some(v) = &p.value {
+                        place.push(format!("value '{v}'"));
+                    }
+                    println!(
+                        "{kind}: line {}, column {}: {}: {} [{}]",
+                        p.line,
+                        p.column,
+                        place.join(", "),
+                        p.message,
+                        p.code
+                    );
+                }
+            }
+            println!(
+                "{}: {} participants, {} events, {} forms, {} values; {} error(s), {} warning(s){} (dry run: nothing written)",
+                if report.accepted { "accepted" } else { "refused" },
+                report.participants,
+                report.events,
+                report.forms,
+                report.values,
+                report.errors.len(),
+                report.warnings.len(),
+                if report.truncated { ", more not listed" } else { "" }
+            );
+            return Ok(if report.accepted { ExitCode::SUCCESS } else { ExitCode::from(1) });
         }
         Command::Rules { command } => match command {
             RulesCommand::Import { file, study, preview, as_user, db } => {

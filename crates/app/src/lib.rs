@@ -16,6 +16,7 @@ pub mod entry;
 mod error;
 pub mod export;
 pub mod files;
+pub mod import;
 pub mod mail;
 pub mod matrix;
 pub mod notes;

@@ -24,7 +24,39 @@ use crate::auth::Auth;
 
 /// Native routes (under `/api/v1`).
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/studies/{oid}/clinical-data", get(native))
+    Router::new()
+        .route("/studies/{oid}/clinical-data", get(native))
+        .route("/studies/{oid}/clinical-data/import", axum::routing::post(import))
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportQuery {
+    file_name: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Checks an ODM ClinicalData file (the body) against the study. Only dry runs are available
+/// yet: writing imports comes next.
+async fn import(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path(oid): Path<String>,
+    Query(q): Query<ImportQuery>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    if !q.dry_run {
+        return Err(AppError::invalid(
+            "dry_run",
+            "only dry runs (?dry_run=true) are available yet: the file is checked and nothing is written",
+        ))
+        .rid(&headers);
+    }
+    let name = q.file_name.unwrap_or_else(|| "clinical-data.xml".to_owned());
+    let report = s.app.check_clinical_import(&p, &oid, &name, &body[..], None).await.rid(&headers)?;
+    Ok(axum::Json(report).into_response())
 }
 
 /// OpenClinica routes (under the OpenClinica context path).

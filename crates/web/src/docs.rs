@@ -375,6 +375,14 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ),
     (
         "post",
+        "/api/v1/studies/{oid}/clinical-data/import",
+        "clinical data",
+        "Check an ODM ClinicalData file (the body) against the study: ?dry_run=true (required for now), every problem with its line, participant, event, form, item and value",
+        None,
+        200,
+    ),
+    (
+        "post",
         "/api/v1/studies/{oid}/rules",
         "rules",
         "Import an OpenClinica rules file (the body; ?file_name=, ?preview=true to check and show it without saving), checked against the design in Production",

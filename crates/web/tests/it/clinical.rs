@@ -154,3 +154,127 @@ async fn oc_t(t: TestApp) {
     let (s, _) = get_text(&t, &crc_b, "/OpenClinica/rest/clinicaldata/json/view/S_DEMOB/*/SE_FOLLOWUP/*").await;
     assert!(s == StatusCode::OK || s == StatusCode::NO_CONTENT, "{s}");
 }
+
+fn line_of(text: &str, needle: &str) -> usize {
+    let at = text.find(needle).unwrap_or_else(|| panic!("{needle} not in the file"));
+    text[..at].matches('\n').count() + 1
+}
+
+async fn dry_run(t: &TestApp, key: &str, xml: &str) -> (StatusCode, Value) {
+    let r = crate::client()
+        .post(t.url("/api/v1/studies/S_DEMO/clinical-data/import?dry_run=true&file_name=test.xml"))
+        .bearer_auth(key)
+        .body(xml.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let s = r.status();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+fn codes(report: &Value, kind: &str) -> Vec<String> {
+    report[kind].as_array().unwrap().iter().map(|p| p["code"].as_str().unwrap().to_owned()).collect()
+}
+
+both!(an_import_dry_run_checks_every_record_and_writes_nothing, import_t);
+async fn import_t(t: TestApp) {
+    let crc = t.key("demo_crc").await;
+    let a1 = enrol(&t, &crc, "S_DEMOA").await;
+    let full = json!([
+        {"item": "vs_date", "value": "2026-11-01"}, {"item": "weight", "value": "64.5"}, {"item": "height", "value": "170"},
+        {"item": "sys", "value": "118"}, {"item": "dia", "value": "76"}, {"item": "abnormal", "value": "no"},
+        {"item": "ecg_time", "row": 1, "value": "09:30"}, {"item": "hr", "row": 1, "value": "70"},
+        {"item": "ecg_time", "row": 2, "value": "09:45"}, {"item": "hr", "row": 2, "value": "72"}
+    ]);
+    save_vitals(&t, &crc, &a1, full).await;
+    let (_, exported) =
+        get_text(&t, &crc, &format!("/api/v1/studies/S_DEMO/clinical-data?format=odm13-oc&participant={a1}")).await;
+    let values = count(&exported, "<ItemData ");
+
+    // Our own export checks clean (the calculated BMI is noted as ignored).
+    let (s, report) = dry_run(&t, &crc, &exported).await;
+    assert_eq!(s, StatusCode::OK, "{report}");
+    assert_eq!(report["accepted"], true, "{report}");
+    assert_eq!((report["participants"].as_i64(), report["forms"].as_i64()), (Some(1), Some(1)), "{report}");
+    assert_eq!(report["values"].as_u64(), Some(values as u64), "{report}");
+    assert_eq!(report["flavour"], "openclinica3", "{report}");
+    assert!(codes(&report, "warnings").iter().all(|c| c == "calculated_ignored"), "{report}");
+
+    // Three bad values in one file: each reported, with its line, item, row and value.
+    let bad = exported
+        .replace(r#"ItemOID="I_VITAL_WEIGHT" Value="64.5""#, r#"ItemOID="I_VITAL_WEIGHT" Value="heavy""#)
+        .replace(r#"ItemOID="I_VITAL_SYS""#, r#"ItemOID="I_VITAL_NOPE""#)
+        .replace(r#"ItemOID="I_VITAL_DIA" Value="76""#, r#"ItemOID="I_VITAL_DIA" Value="300""#);
+    let (s, report) = dry_run(&t, &crc, &bad).await;
+    assert_eq!(s, StatusCode::OK, "{report}");
+    assert_eq!(report["accepted"], false, "{report}");
+    let errors = report["errors"].as_array().unwrap();
+    let weight = errors.iter().find(|e| e["item"] == "I_VITAL_WEIGHT").unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(weight["line"].as_u64(), Some(line_of(&bad, r#"Value="heavy""#) as u64), "{report}");
+    assert_eq!(
+        (weight["value"].as_str(), weight["participant"].as_str()),
+        (Some("heavy"), Some(a1.as_str())),
+        "{report}"
+    );
+    assert!(errors.iter().any(|e| e["item"] == "I_VITAL_NOPE" && e["code"] == "unknown_item"), "{report}");
+    assert!(errors.iter().any(|e| e["item"] == "I_VITAL_DIA"), "a failed hard check: {report}");
+
+    // Records that cannot be placed: another study, an unknown participant, an unscheduled event.
+    for (from, to, code) in [
+        (r#"StudyOID="S_DEMO""#, r#"StudyOID="S_OTHER""#, "wrong_study"),
+        (
+            &format!(r#"OpenClinica:StudySubjectID="{a1}""#)[..],
+            r#"OpenClinica:StudySubjectID="NOPE-9""#,
+            "unknown_participant",
+        ),
+        (
+            r#"StudyEventOID="SE_BASELINE""#,
+            r#"StudyEventOID="SE_FOLLOWUP" StudyEventRepeatKey="3""#,
+            "event_not_scheduled",
+        ),
+    ] {
+        let xml = if code == "unknown_participant" {
+            let key = exported.split("SubjectKey=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+            exported.replace(from, to).replace(&format!(r#"SubjectKey="{key}""#), r#"SubjectKey="SS_NOPE""#)
+        } else {
+            exported.replace(from, to)
+        };
+        let (_, report) = dry_run(&t, &crc, &xml).await;
+        assert!(codes(&report, "errors").contains(&code.to_owned()), "{code}: {report}");
+    }
+
+    // Unreadable files: malformed (with its line) and a DTD with an entity.
+    let cut = &exported[..exported.len() - 40];
+    let (_, report) = dry_run(&t, &crc, cut).await;
+    assert_eq!(report["errors"][0]["code"], "unreadable", "{report}");
+    assert!(report["errors"][0]["line"].as_u64().unwrap() > 1, "{report}");
+    let bomb = exported.replacen("<ODM", "<!DOCTYPE ODM [<!ENTITY a \"aaaaaaaaaa\">]>\n<ODM", 1);
+    let (_, report) = dry_run(&t, &crc, &bomb).await;
+    assert_eq!(report["accepted"], false, "{report}");
+
+    // Nothing was written; writing is not available yet; monitors do not import.
+    let (_, book) = t.get(&crc, &format!("/api/v1/studies/S_DEMO/participants/{a1}")).await;
+    let weight = book["events"][0]["forms"][0]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["item_oid"] == "I_VITAL_WEIGHT")
+        .unwrap()
+        .clone();
+    assert_eq!(weight["value"], "64.5", "{book}");
+    let r = crate::client()
+        .post(t.url("/api/v1/studies/S_DEMO/clinical-data/import"))
+        .bearer_auth(&crc)
+        .body(exported.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let monitor = t.key("demo_monitor").await;
+    let (s, _) = dry_run(&t, &monitor, &exported).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // Another site's staff cannot reach this participant.
+    let crc_b = t.key("demo_crc_b").await;
+    let (_, report) = dry_run(&t, &crc_b, &exported).await;
+    assert!(codes(&report, "errors").contains(&"unknown_participant".to_owned()), "{report}");
+}

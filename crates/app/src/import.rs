@@ -1,0 +1,464 @@
+//! Checking an ODM 1.3.2 ClinicalData file against a study before importing it (a dry run):
+//! the file is streamed once, record by record, and every problem is reported with its line and
+//! column, participant, event, form, item and value — not only the first. Nothing is written.
+//!
+//! What is checked: the file's study is this study (or one of its sites); each participant exists
+//! (found by OID or label), is not removed, and is at a site where the user may import; each
+//! event occurrence is scheduled and still takes data; each form is in its event's definition, in
+//! a version that exists (OpenClinica 3 names the version in `FormOID`; OpenClinica 4 names the
+//! form and its `FormLayoutOID`) and matches a started form's version; each value belongs to the
+//! form version and its item group, has a valid repeat key, and fits its item (type, length,
+//! code list, null flavours allowed in the event); then the form as it would be after the
+//! import — stored values plus imported ones — is evaluated: failed hard checks are errors,
+//! soft checks warnings (an import opens a Failed Validation Check note for them), and required
+//! items still empty warnings (the form would stay in data entry).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::BufRead;
+
+use casebook_domain::capture::evaluate::{EvalContext, Slot, evaluate};
+use casebook_domain::capture::status::EventStatus;
+use casebook_domain::design::{FormVersion, StudyDesign};
+use casebook_domain::role::Permission;
+use casebook_formats::odm::clinical::{ClinicalReader, FormRecord, Record};
+use casebook_store::capture::{ParticipantRow, StudyEventRow};
+use serde::Serialize;
+
+use crate::auth::Principal;
+use crate::entry::{Held, ValueInput, parse_input, slot, values_of};
+use crate::{App, AppError};
+
+/// Problems reported at most (the report says when more were found).
+const MAX_PROBLEMS: usize = 10_000;
+
+/// One problem of an import file, with where it is.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ImportProblem {
+    pub line: usize,
+    pub column: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub participant: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub form: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub item: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub row: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    pub code: String,
+    pub message: String,
+}
+
+/// What the check found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ImportReport {
+    pub file_name: String,
+    /// `plain`, `openclinica3` or `openclinica4`.
+    pub flavour: String,
+    /// Nothing was written.
+    pub dry_run: bool,
+    /// The file would be accepted as a whole (no errors).
+    pub accepted: bool,
+    pub participants: usize,
+    pub events: usize,
+    pub forms: usize,
+    pub values: usize,
+    pub errors: Vec<ImportProblem>,
+    pub warnings: Vec<ImportProblem>,
+    /// More problems were found than reported.
+    pub truncated: bool,
+}
+
+/// Where the reader stands: the participant and event occurrence of the records that follow.
+#[derive(Default)]
+struct Place {
+    participant: Option<(ParticipantRow, String)>,
+    participant_key: Option<String>,
+    event: Option<StudyEventRow>,
+    event_key: Option<String>,
+}
+
+impl ImportReport {
+    fn push(&mut self, error: bool, p: ImportProblem) {
+        if self.errors.len() + self.warnings.len() >= MAX_PROBLEMS {
+            self.truncated = true;
+            return;
+        }
+        if error { self.errors.push(p) } else { self.warnings.push(p) }
+    }
+}
+
+fn problem(line: usize, column: usize, code: &str, message: String) -> ImportProblem {
+    ImportProblem {
+        line,
+        column,
+        participant: None,
+        event: None,
+        form: None,
+        item: None,
+        row: None,
+        value: None,
+        code: code.to_owned(),
+        message,
+    }
+}
+
+impl App {
+    /// Checks an ODM ClinicalData file against the study without writing anything (see the
+    /// module documentation for what is checked). `max_bytes` limits the file's size.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] for an invisible study; [`AppError::Forbidden`] without the
+    /// import permission anywhere in the study. Problems of the file are in the report.
+    #[allow(clippy::too_many_lines)]
+    pub async fn check_clinical_import<R: BufRead + Send>(
+        &self,
+        who: &Principal,
+        study_oid: &str,
+        file_name: &str,
+        input: R,
+        max_bytes: Option<u64>,
+    ) -> Result<ImportReport, AppError> {
+        let (study, access) = self.study_with_access(who, study_oid).await?;
+        let sites = self.store().sites_of(study.id).await?;
+        let may_import_somewhere = Self::may(&access, &study, &study, Permission::ImportData)
+            || sites.iter().any(|s| Self::may(&access, &study, s, Permission::ImportData));
+        if !may_import_somewhere {
+            return Err(AppError::Forbidden("import data in this study"));
+        }
+        let (_, design) = self.production_design(study.id).await?;
+        let now = self.store().clock().now();
+        let ctx = EvalContext { today: now.date(), now };
+        let mut report = ImportReport { file_name: file_name.to_owned(), dry_run: true, ..ImportReport::default() };
+        let mut reader = ClinicalReader::with_max_bytes(input, max_bytes);
+        let mut place = Place::default();
+        loop {
+            let record = match reader.next_record() {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(d) => {
+                    let (line, column) = match d.location {
+                        casebook_formats::diagnostic::Location::Xml { line, column } => (line, column),
+                        _ => (0, 0),
+                    };
+                    report.push(true, problem(line, column, "unreadable", d.message.clone()));
+                    break;
+                }
+            };
+            match record {
+                Record::Study(s) => {
+                    let ours = s.study_oid == study.oid || sites.iter().any(|x| x.oid == s.study_oid);
+                    if !ours {
+                        report.push(
+                            true,
+                            problem(
+                                s.line,
+                                s.column,
+                                "wrong_study",
+                                format!(
+                                    "the data are for study {}, not {} or one of its sites",
+                                    s.study_oid, study.oid
+                                ),
+                            ),
+                        );
+                    }
+                }
+                Record::Subject(s) => {
+                    report.participants += 1;
+                    place = Place::default();
+                    let key = s.subject.label.clone().or_else(|| s.subject.key.clone()).unwrap_or_default();
+                    place.participant_key = Some(key.clone());
+                    let mut p = problem(s.line, s.column, "", String::new());
+                    p.participant = Some(key.clone());
+                    let found = match (&s.subject.key, &s.subject.label) {
+                        (Some(k), _) if !k.is_empty() => self.store().participant(study.id, k).await?,
+                        _ => None,
+                    };
+                    let found = match found {
+                        Some(f) => Some(f),
+                        None => match &s.subject.label {
+                            Some(l) => self.store().participant(study.id, l).await?,
+                            None => None,
+                        },
+                    };
+                    let Some(row) = found.filter(|r| access.sees_site(r.site_id)) else {
+                        p.code = "unknown_participant".into();
+                        p.message = format!("participant {key} does not exist (an import does not enrol participants)");
+                        report.push(true, p);
+                        continue;
+                    };
+                    let site = sites.iter().find(|x| x.id == row.site_id).unwrap_or(&study);
+                    if row.status == "removed" || row.status == "auto_removed" {
+                        p.code = "removed".into();
+                        p.message = format!("participant {} is removed; restore it before importing", row.label);
+                        report.push(true, p);
+                        continue;
+                    }
+                    if !Self::may(&access, &study, site, Permission::ImportData) {
+                        p.code = "forbidden".into();
+                        p.message =
+                            format!("you may not import data at site {} (or its status does not allow it)", site.oid);
+                        report.push(true, p);
+                        continue;
+                    }
+                    place.participant = Some((row, site.oid.clone()));
+                }
+                Record::Event(e) => {
+                    report.events += 1;
+                    place.event = None;
+                    place.event_key = Some(format!("{}[{}]", e.event_oid, e.repeat_key.as_deref().unwrap_or("1")));
+                    let Some((p, _)) = &place.participant else { continue };
+                    let mut pr = problem(e.line, e.column, "", String::new());
+                    pr.participant = Some(p.label.clone());
+                    pr.event = Some(e.event_oid.clone());
+                    if design.event(&e.event_oid).is_none() {
+                        pr.code = "unknown_event".into();
+                        pr.message = format!("the design in Production has no event {}", e.event_oid);
+                        report.push(true, pr);
+                        continue;
+                    }
+                    let Some(repeat) =
+                        e.repeat_key.as_deref().map_or(Some(1), |r| r.trim().parse::<i32>().ok().filter(|n| *n >= 1))
+                    else {
+                        pr.code = "bad_repeat_key".into();
+                        pr.message = format!(
+                            "StudyEventRepeatKey '{}' is not a whole number from 1",
+                            e.repeat_key.unwrap_or_default()
+                        );
+                        report.push(true, pr);
+                        continue;
+                    };
+                    let occurrence = self
+                        .store()
+                        .study_events(p.id)
+                        .await?
+                        .into_iter()
+                        .find(|x| x.event_oid == e.event_oid && x.repeat_key == repeat);
+                    let Some(ev) = occurrence.filter(|x| x.removal == "available") else {
+                        pr.code = "event_not_scheduled".into();
+                        pr.message =
+                            format!("{}[{repeat}] is not scheduled for {} (schedule it first)", e.event_oid, p.label);
+                        report.push(true, pr);
+                        continue;
+                    };
+                    if let Some(why) = EventStatus::parse(&ev.status).and_then(EventStatus::refuses_data) {
+                        pr.code = "event_closed".into();
+                        pr.message = format!("{why}; its data cannot change");
+                        report.push(true, pr);
+                        continue;
+                    }
+                    place.event = Some(ev);
+                }
+                Record::Form(f) => {
+                    report.forms += 1;
+                    report.values += f.groups.iter().map(|g| g.items.len()).sum::<usize>();
+                    if let (Some((p, site_oid)), Some(ev)) = (&place.participant, &place.event) {
+                        self.check_form(&design, p, site_oid, ev, &f, &ctx, &mut report).await?;
+                    }
+                }
+                Record::Notes(_) => {}
+            }
+        }
+        for d in reader.take_diagnostics().0 {
+            let (line, column) = match d.location {
+                casebook_formats::diagnostic::Location::Xml { line, column } => (line, column),
+                _ => (0, 0),
+            };
+            let error = d.severity == casebook_formats::diagnostic::Severity::Error;
+            report.push(error, problem(line, column, if error { "file" } else { "file_warning" }, d.message));
+        }
+        report.flavour = format!("{:?}", reader.flavour()).to_lowercase();
+        report.errors.sort_by_key(|p| (p.line, p.column));
+        report.warnings.sort_by_key(|p| (p.line, p.column));
+        report.accepted = report.errors.is_empty();
+        Ok(report)
+    }
+
+    /// Checks one form record (see the module documentation).
+    #[allow(clippy::too_many_arguments, clippy::too_many_lines)]
+    async fn check_form(
+        &self,
+        design: &StudyDesign,
+        p: &ParticipantRow,
+        site_oid: &str,
+        ev: &StudyEventRow,
+        f: &FormRecord,
+        ctx: &EvalContext,
+        report: &mut ImportReport,
+    ) -> Result<(), AppError> {
+        let at = |line: usize, column: usize, code: &str, message: String| {
+            let mut pr = problem(line, column, code, message);
+            pr.participant = Some(p.label.clone());
+            pr.event = Some(format!("{}[{}]", ev.event_oid, ev.repeat_key));
+            pr.form = Some(f.form_oid.clone());
+            pr
+        };
+        // OpenClinica 3 names the version; OpenClinica 4 the form and its layout (version).
+        let resolved: Option<(&casebook_domain::design::FormDef, &FormVersion)> =
+            design.form_version(&f.form_oid).or_else(|| {
+                let form = design.form(&f.form_oid)?;
+                let wanted = f.form_layout_oid.as_deref().or(f.version.as_deref());
+                match wanted {
+                    Some(w) => form.versions.iter().find(|v| v.oid.as_str() == w || v.label == w).map(|v| (form, v)),
+                    None => form.versions.last().map(|v| (form, v)),
+                }
+            });
+        let Some((form, version)) = resolved else {
+            report.push(
+                true,
+                at(f.line, f.column, "unknown_form", format!("the design has no form or form version {}", f.form_oid)),
+            );
+            return Ok(());
+        };
+        let Some(event_form) =
+            design.event(&ev.event_oid).and_then(|d| d.forms.iter().find(|x| x.form_oid == form.oid))
+        else {
+            report.push(
+                true,
+                at(
+                    f.line,
+                    f.column,
+                    "form_not_in_event",
+                    format!("event {} does not use form {}", ev.event_oid, form.oid),
+                ),
+            );
+            return Ok(());
+        };
+        let allowed = event_form.allowed_versions_at(Some(site_oid));
+        if !allowed.is_empty() && !allowed.iter().any(|v| v == &version.oid) {
+            report.push(
+                true,
+                at(
+                    f.line,
+                    f.column,
+                    "version_not_allowed",
+                    format!("version {} of {} is not allowed at site {site_oid}", version.oid, form.oid),
+                ),
+            );
+            return Ok(());
+        }
+        let existing =
+            self.store().forms_of_event_id(ev.id).await?.into_iter().find(|x| x.form_oid == form.oid.as_str());
+        let mut stored = Vec::new();
+        if let Some(x) = &existing {
+            if x.removal != "available" {
+                report.push(
+                    true,
+                    at(f.line, f.column, "form_removed", format!("form {} is removed in this event", form.oid)),
+                );
+                return Ok(());
+            }
+            if x.form_version_oid != version.oid.as_str() {
+                report.push(
+                    true,
+                    at(
+                        f.line,
+                        f.column,
+                        "other_version",
+                        format!("the form was started in version {}, the file has {}", x.form_version_oid, version.oid),
+                    ),
+                );
+                return Ok(());
+            }
+            if x.dde_stage.as_deref() == Some("awaiting_dde") {
+                report.push(
+                    true,
+                    at(f.line, f.column, "awaiting_dde", "the form awaits its second pass of double data entry".into()),
+                );
+                return Ok(());
+            }
+            stored = self.store().item_data(x.id).await?;
+        }
+        let mut held: BTreeMap<Slot, Held> = BTreeMap::new();
+        for r in stored.iter().filter(|r| !r.deleted) {
+            held.insert(
+                slot(&r.group_oid, r.row_number, &r.item_oid),
+                Held { value: r.value.clone(), null_flavour: r.null_flavour.clone() },
+            );
+        }
+        let mut lines: BTreeMap<Slot, (usize, usize)> = BTreeMap::new();
+        for g in &f.groups {
+            let row = match g.repeat_key.as_deref() {
+                None => 1,
+                Some(k) => match k.trim().parse::<u32>() {
+                    Ok(n) if n >= 1 => n,
+                    _ => {
+                        report.push(
+                            true,
+                            at(
+                                g.line,
+                                g.column,
+                                "bad_repeat_key",
+                                format!("ItemGroupRepeatKey '{k}' of {} is not a whole number from 1", g.oid),
+                            ),
+                        );
+                        continue;
+                    }
+                },
+            };
+            for item in &g.items {
+                let mut pr = at(item.line, item.column, "", String::new());
+                pr.item = Some(item.oid.clone());
+                pr.row = Some(row);
+                pr.value = item.value.clone();
+                if let Some(def) = version.items.iter().find(|i| i.oid.as_str() == item.oid)
+                    && def.group_oid.as_str() != g.oid
+                {
+                    pr.code = "wrong_group".into();
+                    pr.message = format!("{} belongs to item group {}, not {}", item.oid, def.group_oid, g.oid);
+                    report.push(true, pr);
+                    continue;
+                }
+                let input = ValueInput {
+                    item: item.oid.clone(),
+                    row,
+                    value: if item.is_null { None } else { item.value.clone() },
+                    null_flavour: if item.is_null { item.reason_for_null.clone() } else { None },
+                };
+                match parse_input(version, event_form, &input) {
+                    Ok((s, h)) => {
+                        lines.insert(s.clone(), (item.line, item.column));
+                        if h == Held::default() {
+                            held.remove(&s);
+                        } else {
+                            held.insert(s, h);
+                        }
+                    }
+                    Err(e) if e.code == "calculated" => {
+                        pr.code = "calculated_ignored".into();
+                        pr.message = format!("{} is calculated by the server; the imported value is ignored", item.oid);
+                        report.push(false, pr);
+                    }
+                    Err(e) => {
+                        pr.code = e.code;
+                        pr.message = e.message;
+                        report.push(true, pr);
+                    }
+                }
+            }
+        }
+        // The form as it would be: hard checks refuse, soft checks and empty required items warn.
+        let fv = values_of(version, &held, &stored, &BTreeSet::new());
+        let evaluation = evaluate(version, &fv, ctx);
+        for issue in &evaluation.issues {
+            let (line, column) = lines.get(&issue.slot).copied().unwrap_or((f.line, f.column));
+            let mut pr = at(line, column, issue.code, issue.message.clone());
+            pr.item = Some(issue.slot.item_oid.clone());
+            pr.row = Some(issue.slot.row);
+            pr.value = held.get(&issue.slot).and_then(|h| h.value.clone());
+            if issue.code == "required" {
+                pr.message = format!("{} (the form would stay in data entry)", issue.message);
+                report.push(false, pr);
+            } else if issue.hard {
+                report.push(true, pr);
+            } else {
+                pr.message = format!("{} (a Failed Validation Check note would be opened)", issue.message);
+                report.push(false, pr);
+            }
+        }
+        Ok(())
+    }
+}
