@@ -32,11 +32,12 @@
 //!   without `SubjectKey` but with `StudySubjectID` …) OpenClinica 4.
 //!
 //! Architecture invariant (memory): what the reader holds does not grow with the file. It keeps
-//! the parser's buffer and the bytes of the event being read (one event: cleared before the
-//! next), the open elements (at most [`MAX_DEPTH`]), the namespace bindings in scope (bounded by
-//! quick-xml), the record being built (one form: at most [`MAX_FORM_ENTRIES`] items and notes,
-//! each value at most [`MAX_TEXT_BYTES`]), at most three finished records waiting to be
-//! yielded, and at most [`MAX_DIAGNOSTICS`] diagnostics not yet taken.
+//! the parser's buffer and the bytes of the event being read (one tag or text, cleared before
+//! the next, at most [`MAX_EVENT_BYTES`]), the open elements (at most [`MAX_DEPTH`]), the
+//! namespace bindings in scope (at most quick-xml's limit, 128), the record being built (one
+//! form: at most [`MAX_FORM_ENTRIES`] items and notes, each text at most [`MAX_TEXT_BYTES`]),
+//! at most two finished records waiting to be yielded, and at most [`MAX_DIAGNOSTICS`]
+//! diagnostics not yet taken. Past a limit, the stream ends with an error that names it.
 //!
 //! Architecture invariant (security): no DTD is processed. A `<!DOCTYPE` ends the stream, so
 //! there is no external entity and no entity expansion; only XML's five predefined entities and
@@ -58,6 +59,7 @@ pub use self::records::{
     ChildNoteRecord, EventRecord, EventRef, FormRecord, GroupRecord, ItemRecord, NoteRecord, NotesRecord, Record,
     StudyRecord, SubjectRecord, SubjectRef, TransactionType, UpsertOn,
 };
+pub use self::source::MAX_EVENT_BYTES;
 use self::source::{Pos, Source};
 use crate::diagnostic::{Diagnostic, Diagnostics, Location, Severity};
 
@@ -272,6 +274,15 @@ impl<R: BufRead> ClinicalReader<R> {
     fn read_error(&mut self, err: &quick_xml::Error, at: Pos) -> Diagnostic {
         let error_position = self.xml.error_position();
         let source = self.xml.get_mut();
+        if source.event_too_large() {
+            return fatal(
+                at,
+                format!(
+                    "The tag or text that starts here is larger than {} MiB; it is too large to read.",
+                    MAX_EVENT_BYTES / (1024 * 1024)
+                ),
+            );
+        }
         if source.over_limit() {
             let limit = source.limit().unwrap_or_default();
             return Diagnostic {
@@ -669,9 +680,7 @@ impl State {
                 self.open_item(local, typed_item(typed), attrs, at)?
             }
             (Ctx::Item, "MeasurementUnitRef") if odm => self.measurement_unit(attrs, at),
-            (Ctx::Subject | Ctx::Event | Ctx::Form | Ctx::Group | Ctx::Item | Ctx::TypedItem, "DiscrepancyNotes")
-                if oc =>
-            {
+            (Ctx::Subject | Ctx::Event | Ctx::Form | Ctx::Group | Ctx::Item, "DiscrepancyNotes") if oc => {
                 self.open_notes(attrs, at)
             }
             (Ctx::Notes, "DiscrepancyNote") if oc => self.open_note(attrs, at)?,
@@ -1178,7 +1187,7 @@ impl State {
             return;
         };
         match self.open.last().map(|o| o.ctx) {
-            Some(Ctx::Item | Ctx::TypedItem) => {
+            Some(Ctx::Item) => {
                 if let Some(item) = self.item.as_mut() {
                     item.notes.extend(b.notes);
                 }

@@ -11,8 +11,9 @@ use std::rc::Rc;
 
 use casebook_formats::diagnostic::{Diagnostic, Diagnostics, Location, Severity};
 use casebook_formats::odm::clinical::{
-    ChildNoteRecord, ClinicalReader, EventRecord, EventRef, Flavour, FormRecord, GroupRecord, ItemRecord, NoteRecord,
-    NotesRecord, Record, StudyRecord, SubjectRecord, SubjectRef, TransactionType, UpsertOn,
+    ChildNoteRecord, ClinicalReader, EventRecord, EventRef, Flavour, FormRecord, GroupRecord, ItemRecord, MAX_DEPTH,
+    MAX_DIAGNOSTICS, MAX_EVENT_BYTES, MAX_FORM_ENTRIES, NoteRecord, NotesRecord, Record, StudyRecord, SubjectRecord,
+    SubjectRef, TransactionType, UpsertOn,
 };
 
 use crate::fixtures;
@@ -730,6 +731,43 @@ fn a_root_that_is_not_odm_1_3_is_refused() {
     assert!(fatal.message.contains("only UTF-8"), "{}", fatal.message);
     let (_, fatal) = read_to_error(b"  ", None);
     assert_eq!(fatal.message, "The file holds no XML element.");
+}
+
+/// A form of `DEMO_HEAD`'s participant holding `items`.
+fn one_form(items: &str) -> String {
+    format!(
+        "{DEMO_HEAD}<StudyEventData StudyEventOID=\"SE\"><FormData FormOID=\"F\"><ItemGroupData ItemGroupOID=\"IG\">\
+         {items}</ItemGroupData></FormData></StudyEventData></SubjectData></ClinicalData></ODM>"
+    )
+}
+
+#[test]
+fn the_limits_that_bound_memory_end_the_stream_naming_them() {
+    let deep = format!("<ODM>{}{}</ODM>", "<a>".repeat(MAX_DEPTH + 1), "</a>".repeat(MAX_DEPTH + 1));
+    let (_, fatal) = read_to_error(deep.as_bytes(), None);
+    assert_eq!(fatal.message, "<a> is nested more than 256 elements deep.");
+
+    let xml = one_form(&r#"<ItemData ItemOID="I" Value="1"/>"#.repeat(MAX_FORM_ENTRIES + 1));
+    let (records, fatal) = read_to_error(xml.as_bytes(), None);
+    assert_eq!(records.len(), 3);
+    assert!(fatal.message.contains("more than 100000 items and notes"), "{}", fatal.message);
+
+    // One text larger than the largest event, made as it is read.
+    let huge = b"<ODM>".chain(std::io::repeat(b'a').take(MAX_EVENT_BYTES as u64 + 10)).chain(&b"</ODM>"[..]);
+    let mut reader = ClinicalReader::new(BufReader::new(huge));
+    let fatal = reader.next_record().unwrap_err();
+    assert_eq!(
+        (fatal.location, fatal.message),
+        (xml_at(1, 6), "The tag or text that starts here is larger than 16 MiB; it is too large to read.".to_owned())
+    );
+}
+
+#[test]
+fn diagnostics_past_the_most_held_are_counted_in_one_warning() {
+    let xml = one_form(&r#"<ItemData ItemOID="I" Colour="red"/>"#.repeat(MAX_DIAGNOSTICS + 5));
+    let (_, d, _) = read_all(xml.as_bytes());
+    assert_eq!(d.0.len(), MAX_DIAGNOSTICS + 1);
+    assert_eq!(listed(&d).last().unwrap(), "file 5 further problems were found but not listed.");
 }
 
 // ----- streaming --------------------------------------------------------------------------------

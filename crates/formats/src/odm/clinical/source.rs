@@ -12,6 +12,10 @@ use std::io::{self, BufRead, Read};
 /// UTF-8's byte order mark, which a file may start with and which takes no column.
 const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
 
+/// The largest event (a tag with its attributes, or a text between tags) read, in bytes: the
+/// parser holds one event whole, and this reader keeps its bytes too.
+pub const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+
 /// A 1-based line and column (in characters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Pos {
@@ -43,6 +47,8 @@ pub(super) struct Source<R> {
     taken: u64,
     /// Set when the parser asked for more bytes than `limit` allows.
     over_limit: bool,
+    /// Set when the parser asked for more bytes of one event than [`MAX_EVENT_BYTES`].
+    event_too_large: bool,
     /// Whether a leading byte order mark has been looked for.
     started: bool,
     /// Bytes the parser consumed since the last mark.
@@ -60,6 +66,7 @@ impl<R: BufRead> Source<R> {
             limit,
             taken: 0,
             over_limit: false,
+            event_too_large: false,
             started: false,
             pending: Vec::new(),
             mark: Pos { line: 1, column: 1 },
@@ -84,6 +91,11 @@ impl<R: BufRead> Source<R> {
     /// Whether reading stopped because the file is larger than the limit.
     pub(super) fn over_limit(&self) -> bool {
         self.over_limit
+    }
+
+    /// Whether reading stopped because one event is larger than [`MAX_EVENT_BYTES`].
+    pub(super) fn event_too_large(&self) -> bool {
+        self.event_too_large
     }
 
     pub(super) fn limit(&self) -> Option<u64> {
@@ -115,6 +127,10 @@ impl<R: BufRead> BufRead for Source<R> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         if !self.started {
             self.skip_bom()?;
+        }
+        if self.pending.len() > MAX_EVENT_BYTES {
+            self.event_too_large = true;
+            return Err(io::Error::other(format!("an event is larger than {MAX_EVENT_BYTES} bytes")));
         }
         let available = self.inner.fill_buf()?.len();
         let allowed = match self.limit {
