@@ -15,6 +15,7 @@ use casebook_domain::design::{EventForm, FormVersion, HiddenValues, StudyDesign}
 use casebook_domain::notes::NoteType;
 use casebook_domain::rules::RunPhase;
 use casebook_domain::study::StudyParameters;
+use casebook_store::WriteTx;
 use casebook_store::capture::{FormDataRow, ItemDataRow, ParticipantRow, StudyEventRow};
 use serde::{Deserialize, Serialize};
 
@@ -121,6 +122,17 @@ pub struct SavedForm {
     pub rules: Vec<crate::rules_engine::FiredAction>,
 }
 
+/// What the body of a save did (see `App::save_in`).
+pub(crate) struct SaveOutcome {
+    /// Something was written (else the caller has nothing to commit).
+    pub(crate) changed: bool,
+    pub(crate) event_status: String,
+    pub(crate) open: Vec<ValueProblem>,
+    pub(crate) fired: Vec<crate::rules_engine::FiredAction>,
+    #[allow(dead_code)]
+    pub(crate) form_data_id: i64,
+}
+
 /// A value held in the form: canonical text or a null flavour.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct Held {
@@ -224,9 +236,36 @@ impl App {
         input: SaveFormInput,
     ) -> Result<SavedForm, AppError> {
         let loc = self.locate_form(who, study_oid, participant, event_oid, repeat_key, form_oid).await?;
-        let form_def = loc.design.form(form_oid).ok_or(AppError::NotFound("form"))?;
         let rules = self.active_rules(loc.study.id).await?;
         let mut tx = self.store().write(who.actor()).await?;
+        let out = self.save_in(&mut tx, &loc, form_oid, input, &rules, false).await?;
+        if out.changed {
+            tx.commit().await?;
+        } else {
+            drop(tx);
+        }
+        let form = self.form_view(loc.event.id, form_oid).await?;
+        Ok(SavedForm { form, event_status: out.event_status, open_issues: out.open, rules: out.fired })
+    }
+
+    /// The body of a save, inside the caller's transaction (a form save, or one form of an
+    /// import). With `import`, rules run in the import phase and values failing a soft check get
+    /// a Failed Validation Check note instead of being refused. Nothing is committed here; an
+    /// unchanged form changes nothing (`changed: false`).
+    ///
+    /// # Errors
+    /// As [`Self::save_form`].
+    #[allow(clippy::too_many_lines)]
+    pub(crate) async fn save_in(
+        &self,
+        tx: &mut WriteTx,
+        loc: &Located,
+        form_oid: &str,
+        input: SaveFormInput,
+        rules: &[crate::rules_engine::ActiveRule],
+        import: bool,
+    ) -> Result<SaveOutcome, AppError> {
+        let form_def = loc.design.form(form_oid).ok_or(AppError::NotFound("form"))?;
         let existing = tx.forms_of_event(loc.event.id).await?.into_iter().find(|f| f.form_oid == form_oid);
         let (form_row_id, version_oid, was_complete, old_rows): (i64, String, bool, Vec<ItemDataRow>) = match &existing
         {
@@ -234,8 +273,7 @@ impl App {
                 let expected = input.expected_version.ok_or_else(|| {
                     AppError::invalid("expected_version", "the form exists: send the version you read")
                 })?;
-                if !tx.bump_form_version(f.id, expected).await? {
-                    drop(tx);
+                if f.version != expected {
                     return Err(self.stale(f, expected).await);
                 }
                 if f.removal != "available" {
@@ -275,7 +313,7 @@ impl App {
                 };
                 let id = tx.insert_form_data(loc.event.id, form_oid, &chosen, loc.design_number).await?;
                 tx.audit(
-                    AuditEntry::new("form.started", "form_data", self.form_key(&loc, form_oid))
+                    AuditEntry::new("form.started", "form_data", self.form_key(loc, form_oid))
                         .study(Some(loc.study.id), loc.site_id)
                         .new_value(serde_json::json!({ "form_version": chosen, "status": "initial_data_entry" })),
                 )
@@ -413,6 +451,7 @@ impl App {
             .collect();
         let mut refused = Vec::new();
         let mut open = Vec::new();
+        let mut auto_noted: Vec<(Slot, String)> = Vec::new();
         for issue in &evaluation.issues {
             let p = problem_of(
                 &issue.slot.item_oid,
@@ -424,6 +463,14 @@ impl App {
             );
             if issue.hard && issue.code != "required" {
                 refused.push(p);
+            } else if import
+                && issue.code != "required"
+                && touched.contains(&issue.slot)
+                && !noted.contains(&issue.slot)
+            {
+                // An import keeps the value and notes why it is questionable.
+                auto_noted.push((issue.slot.clone(), issue.message.clone()));
+                open.push(p);
             } else if issue.code != "required" && touched.contains(&issue.slot) && !noted.contains(&issue.slot) {
                 let mut p = p;
                 p.code = "soft_check_needs_note".into();
@@ -474,19 +521,30 @@ impl App {
 
         // A save that changes nothing (an unchanged form re-sent) records nothing and leaves
         // the form's version as it was.
-        if existing.is_some() && changed.is_empty() && deleted_rows.is_empty() && input.notes.is_empty() {
-            drop(tx);
-            let form = self.form_view(loc.event.id, form_oid).await?;
-            return Ok(SavedForm {
-                form,
+        let auto_noted: Vec<(Slot, String)> = auto_noted.into_iter().filter(|(s, _)| changed.contains(s)).collect();
+        if existing.is_some()
+            && changed.is_empty()
+            && deleted_rows.is_empty()
+            && input.notes.is_empty()
+            && auto_noted.is_empty()
+        {
+            return Ok(SaveOutcome {
+                changed: false,
                 event_status: loc.event.status.clone(),
-                open_issues: open,
-                rules: Vec::new(),
+                open,
+                fired: Vec::new(),
+                form_data_id: form_row_id,
             });
+        }
+        // The optimistic lock: the form is still in the version the save was based on.
+        if let Some(f) = &existing
+            && !tx.bump_form_version(f.id, f.version).await?
+        {
+            return Err(self.stale(f, f.version).await);
         }
 
         // Write every change with its audit row.
-        let form_key = self.form_key(&loc, form_oid);
+        let form_key = self.form_key(loc, form_oid);
         for (group, row) in &deleted_rows {
             let n = tx.delete_row(form_row_id, group, i32::try_from(*row).unwrap_or(i32::MAX)).await?;
             if n > 0 {
@@ -532,11 +590,12 @@ impl App {
         }
         // Notes kept with values: a Failed Validation Check thread during entry (for a soft check),
         // a Reason for Change thread once the form is complete.
-        let owner_id = existing.as_ref().and_then(|f| f.owner_id).unwrap_or(who.user_id);
-        let owner = if input.notes.is_empty() {
-            None
-        } else {
-            self.store().user_by_id(owner_id).await?.filter(|u| u.status == "active")
+        let owner_id = existing.as_ref().and_then(|f| f.owner_id).or(tx.actor().user_id);
+        let owner = match owner_id {
+            Some(id) if !(input.notes.is_empty() && auto_noted.is_empty()) => {
+                self.store().user_by_id(id).await?.filter(|u| u.status == "active")
+            }
+            _ => None,
         };
         for n in &input.notes {
             let Some(item) = version.items.iter().find(|i| i.oid.as_str() == n.item || i.name == n.item) else {
@@ -561,7 +620,7 @@ impl App {
                 None
             };
             crate::notes::open_in_tx(
-                &mut tx,
+                tx,
                 &crate::notes::ThreadPlace {
                     study_id: loc.study.id,
                     site_id: loc.participant.site_id,
@@ -589,10 +648,37 @@ impl App {
         if next != status {
             tx.set_event_status(loc.event.id, next.as_str()).await?;
             tx.audit(
-                AuditEntry::new("event.status_changed", "study_event", self.event_key(&loc))
+                AuditEntry::new("event.status_changed", "study_event", self.event_key(loc))
                     .study(Some(loc.study.id), loc.site_id)
                     .old(serde_json::json!({ "status": status.as_str() }))
                     .new_value(serde_json::json!({ "status": next.as_str() })),
+            )
+            .await?;
+        }
+        for (s, message) in &auto_noted {
+            let key = format!("{form_key}/{}[{}]/{}", s.group_oid, s.row, s.item_oid);
+            let assignee = owner.as_ref().map(|u| (u.id, u.username.clone(), u.email.clone()));
+            crate::notes::open_in_tx(
+                tx,
+                &crate::notes::ThreadPlace {
+                    study_id: loc.study.id,
+                    site_id: loc.participant.site_id,
+                    participant_id: loc.participant.id,
+                    entity_type: "item_data",
+                    study_event_id: Some(loc.event.id),
+                    form_data_id: Some(form_row_id),
+                    group_oid: Some(&s.group_oid),
+                    row: Some(i32::try_from(s.row).unwrap_or(i32::MAX)),
+                    item_oid: Some(&s.item_oid),
+                    column: "value",
+                    entity_key: &key,
+                },
+                NoteType::FailedValidationCheck,
+                &format!("Imported value fails a check: {message}"),
+                None,
+                assignee,
+                None,
+                loc.site_id,
             )
             .await?;
         }
@@ -601,7 +687,7 @@ impl App {
             crate::rules_engine::RulesRun::default()
         } else {
             crate::rules_engine::run(
-                &mut tx,
+                tx,
                 &crate::rules_engine::RunContext {
                     study_id: loc.study.id,
                     site_id: loc.participant.site_id,
@@ -610,11 +696,17 @@ impl App {
                     participant_oid: &loc.participant.oid,
                     participant_label: &loc.participant.label,
                     design: &loc.design,
-                    phase: if was_complete { RunPhase::AdministrativeDataEntry } else { RunPhase::InitialDataEntry },
+                    phase: if import {
+                        RunPhase::ImportDataEntry
+                    } else if was_complete {
+                        RunPhase::AdministrativeDataEntry
+                    } else {
+                        RunPhase::InitialDataEntry
+                    },
                     dry_run: false,
                     now,
                 },
-                &rules,
+                rules,
                 crate::rules_engine::Scope::Form { form_data_id: form_row_id },
             )
             .await?
@@ -622,7 +714,7 @@ impl App {
         // Changed data break signatures over them and reset source data verification.
         let next = if !changed.is_empty() || !deleted_rows.is_empty() {
             crate::review::after_data_change(
-                &mut tx,
+                tx,
                 &crate::review::DataChange {
                     form_data_id: form_row_id,
                     study_event_id: loc.event.id,
@@ -635,9 +727,13 @@ impl App {
         } else {
             next
         };
-        tx.commit().await?;
-        let form = self.form_view(loc.event.id, form_oid).await?;
-        Ok(SavedForm { form, event_status: next.as_str().to_owned(), open_issues: open, rules: rules_run.fired })
+        Ok(SaveOutcome {
+            changed: true,
+            event_status: next.as_str().to_owned(),
+            open,
+            fired: rules_run.fired,
+            form_data_id: form_row_id,
+        })
     }
 
     /// Marks a form complete: no required item may be empty and no check may fail; with an
