@@ -87,9 +87,9 @@ enum Command {
         #[command(flatten)]
         db: DbArgs,
     },
-    /// Check a CDISC ODM ClinicalData file against a study (`--dry-run`): prints every problem
-    /// with its line, participant, event, form, item and value; exits 0 only when the file would
-    /// be accepted. Writing imports is not available yet.
+    /// Import a CDISC ODM ClinicalData file into a study, all or nothing (or only check it with
+    /// `--dry-run`): prints every problem with its line, participant, event, form, item and
+    /// value; exits 0 only when the file was accepted.
     Import {
         file: std::path::PathBuf,
         /// Study OID.
@@ -435,19 +435,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             );
         }
         Command::Import { file, study, dry_run, as_user, db } => {
-            if !dry_run {
-                eprintln!("error: only --dry-run is available yet: the file is checked and nothing is written");
-                return Ok(ExitCode::from(2));
-            }
             let settings = load(&db, None)?;
             let app = open(&settings).await?;
             let who = app.cli_principal(as_user.as_deref()).await.map_err(app_error)?;
-            let f = std::fs::File::open(&file).with_context(|| format!("reading {}", file.display()))?;
-            let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("clinical-data.xml");
-            let report = app
-                .check_clinical_import(&who, &study, name, std::io::BufReader::new(f), None)
-                .await
-                .map_err(app_error)?;
+            let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("clinical-data.xml").to_owned();
+            let report = if dry_run {
+                let f = std::fs::File::open(&file).with_context(|| format!("reading {}", file.display()))?;
+                app.check_clinical_import(&who, &study, &name, std::io::BufReader::new(f), None).await
+            } else {
+                let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+                app.import_clinical(&who, &study, &name, &bytes).await
+            }
+            .map_err(app_error)?;
             for (kind, list) in [("error", &report.errors), ("warning", &report.warnings)] {
                 for p in list {
                     let mut place = Vec::new();
@@ -474,9 +473,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     );
                 }
             }
+            let outcome = match (report.accepted, dry_run) {
+                (true, true) => "accepted (dry run: nothing written)".to_owned(),
+                (true, false) => format!(
+                    "imported: {} form(s) changed, {} marked complete",
+                    report.written_forms, report.completed_forms
+                ),
+                (false, _) => "refused: nothing written".to_owned(),
+            };
             println!(
-                "{}: {} participants, {} events, {} forms, {} values; {} error(s), {} warning(s){} (dry run: nothing written)",
-                if report.accepted { "accepted" } else { "refused" },
+                "{outcome}; {} participants, {} events, {} forms, {} values; {} error(s), {} warning(s){}",
                 report.participants,
                 report.events,
                 report.forms,

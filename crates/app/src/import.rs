@@ -25,7 +25,7 @@ use casebook_store::capture::{ParticipantRow, StudyEventRow};
 use serde::Serialize;
 
 use crate::auth::Principal;
-use crate::entry::{Held, ValueInput, parse_input, slot, values_of};
+use crate::entry::{Held, SaveFormInput, ValueInput, completion_problems, parse_input, slot, values_of};
 use crate::{App, AppError};
 
 /// Problems reported at most (the report says when more were found).
@@ -70,6 +70,10 @@ pub struct ImportReport {
     pub warnings: Vec<ImportProblem>,
     /// More problems were found than reported.
     pub truncated: bool,
+    /// Forms whose data the import changed (0 in a dry run or when refused).
+    pub written_forms: usize,
+    /// Forms the import marked complete.
+    pub completed_forms: usize,
 }
 
 /// Where the reader stands: the participant and event occurrence of the records that follow.
@@ -460,5 +464,171 @@ impl App {
             }
         }
         Ok(())
+    }
+}
+
+/// Resolves a `FormOID` (a version OID, OpenClinica 3) or a form OID with its layout or version
+/// (OpenClinica 4) to the form and version.
+fn resolve_form<'d>(
+    design: &'d StudyDesign,
+    f: &FormRecord,
+) -> Option<(&'d casebook_domain::design::FormDef, &'d FormVersion)> {
+    design.form_version(&f.form_oid).or_else(|| {
+        let form = design.form(&f.form_oid)?;
+        match f.form_layout_oid.as_deref().or(f.version.as_deref()) {
+            Some(w) => form.versions.iter().find(|v| v.oid.as_str() == w || v.label == w).map(|v| (form, v)),
+            None => form.versions.last().map(|v| (form, v)),
+        }
+    })
+}
+
+/// Whether an imported form is to be marked complete: OpenClinica 3 completes every imported
+/// form unless its `OpenClinica:Status` is "initial data entry"; OpenClinica 4 says so in
+/// `WorkflowStatus`.
+fn completes(f: &FormRecord) -> bool {
+    let open = |s: &Option<String>| {
+        s.as_deref()
+            .is_some_and(|x| x.trim().eq_ignore_ascii_case("initial data entry") || x.trim() == "initial_data_entry")
+    };
+    !(open(&f.status) || open(&f.workflow_status))
+}
+
+impl App {
+    /// Imports an ODM ClinicalData file into a study, all or nothing: the file is first checked
+    /// as a whole ([`Self::check_clinical_import`]); with any error nothing is written and the
+    /// report lists every problem. Otherwise every form is written in **one** transaction —
+    /// each value checked and audited as a save, calculations recomputed, rules with the import
+    /// flag run, soft-check failures noted — and marked complete unless the file says it stays
+    /// in initial data entry (and it can be: required items present, no double data entry).
+    /// A crash before the commit leaves the database as it was.
+    ///
+    /// # Errors
+    /// As [`Self::check_clinical_import`]; a refusal found only while writing (the data changed
+    /// meanwhile) rolls everything back and is returned.
+    #[allow(clippy::too_many_lines)]
+    pub async fn import_clinical(
+        &self,
+        who: &Principal,
+        study_oid: &str,
+        file_name: &str,
+        bytes: &[u8],
+    ) -> Result<ImportReport, AppError> {
+        let mut report = self.check_clinical_import(who, study_oid, file_name, bytes, None).await?;
+        report.dry_run = false;
+        if !report.accepted {
+            return Ok(report);
+        }
+        let (study, _) = self.study_with_access(who, study_oid).await?;
+        let (_, design) = self.production_design(study.id).await?;
+        let rules = self.active_rules(study.id).await?;
+        let mut tx = self.store().write(who.actor()).await?;
+        let mut reader = ClinicalReader::new(bytes);
+        let mut subject: Option<String> = None;
+        let mut event: Option<(String, i32)> = None;
+        while let Some(record) = reader.next_record().map_err(|d| AppError::invalid("file", d.message))? {
+            match record {
+                Record::Subject(s) => {
+                    subject = s.subject.key.filter(|k| !k.is_empty()).or(s.subject.label);
+                    event = None;
+                }
+                Record::Event(e) => {
+                    let repeat = e.repeat_key.as_deref().map_or(Some(1), |r| r.trim().parse::<i32>().ok());
+                    event = repeat.map(|r| (e.event_oid, r));
+                }
+                Record::Form(f) => {
+                    let (Some(p), Some((event_oid, repeat))) = (&subject, &event) else { continue };
+                    let Some((form, version)) = resolve_form(&design, &f) else { continue };
+                    let loc = self.locate_form(who, study_oid, p, event_oid, *repeat, form.oid.as_str()).await?;
+                    let existing =
+                        tx.forms_of_event(loc.event.id).await?.into_iter().find(|x| x.form_oid == form.oid.as_str());
+                    let mut values = Vec::new();
+                    for g in &f.groups {
+                        let row = g.repeat_key.as_deref().and_then(|k| k.trim().parse::<u32>().ok()).unwrap_or(1);
+                        for item in &g.items {
+                            let calculated = version
+                                .items
+                                .iter()
+                                .find(|i| i.oid.as_str() == item.oid)
+                                .is_some_and(|i| i.widget.is_calculated());
+                            if calculated {
+                                continue;
+                            }
+                            values.push(ValueInput {
+                                item: item.oid.clone(),
+                                row,
+                                value: if item.is_null { None } else { item.value.clone() },
+                                null_flavour: if item.is_null { item.reason_for_null.clone() } else { None },
+                            });
+                        }
+                    }
+                    let input = SaveFormInput {
+                        expected_version: existing.as_ref().map(|x| x.version),
+                        form_version: Some(version.oid.to_string()),
+                        values,
+                        remove_rows: Vec::new(),
+                        notes: Vec::new(),
+                    };
+                    let out = self.save_in(&mut tx, &loc, form.oid.as_str(), input, &rules, true).await?;
+                    if out.changed {
+                        report.written_forms += 1;
+                    }
+                    if completes(&f) && self.complete_imported(&mut tx, &loc, form.oid.as_str()).await? {
+                        report.completed_forms += 1;
+                    }
+                }
+                Record::Study(_) | Record::Notes(_) => {}
+            }
+        }
+        tx.audit(
+            casebook_domain::audit::AuditEntry::new("clinical_data.imported", "study", &study.oid)
+                .study(Some(study.id), None)
+                .new_value(serde_json::json!({
+                    "file": file_name, "forms": report.forms, "values": report.values,
+                    "written_forms": report.written_forms, "completed_forms": report.completed_forms,
+                })),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(report)
+    }
+
+    /// Marks an imported form complete inside the import's transaction when it can be (not
+    /// already complete, required items present, no failing check, no double data entry);
+    /// returns whether it did.
+    async fn complete_imported(
+        &self,
+        tx: &mut casebook_store::WriteTx,
+        loc: &crate::entry::Located,
+        form_oid: &str,
+    ) -> Result<bool, AppError> {
+        let forms = tx.forms_of_event(loc.event.id).await?;
+        let Some(f) = forms.iter().find(|x| x.form_oid == form_oid) else { return Ok(false) };
+        if f.status == "complete" || loc.event_form.double_data_entry {
+            return Ok(false);
+        }
+        let Some((_, version)) = loc.design.form_version(&f.form_version_oid) else { return Ok(false) };
+        let rows = tx.item_data_of(f.id).await?;
+        let mut held = BTreeMap::new();
+        for r in rows.iter().filter(|r| !r.deleted) {
+            held.insert(
+                slot(&r.group_oid, r.row_number, &r.item_oid),
+                Held { value: r.value.clone(), null_flavour: r.null_flavour.clone() },
+            );
+        }
+        if !completion_problems(version, &held, &rows, self.store().clock().now()).is_empty() {
+            return Ok(false);
+        }
+        tx.complete_form(f.id).await?;
+        tx.audit(
+            casebook_domain::audit::AuditEntry::new("form.completed", "form_data", self.form_key(loc, form_oid))
+                .study(Some(loc.study.id), loc.site_id)
+                .old(serde_json::json!({ "status": "initial_data_entry" }))
+                .new_value(serde_json::json!({ "status": "complete" }))
+                .reason(Some("imported as complete".to_owned())),
+        )
+        .await?;
+        let event_oid = loc.event.event_oid.clone();
+        self.event_after_completion(tx, loc, &forms, &event_oid, form_oid).await?;
+        Ok(true)
     }
 }

@@ -37,8 +37,8 @@ struct ImportQuery {
     dry_run: bool,
 }
 
-/// Checks an ODM ClinicalData file (the body) against the study. Only dry runs are available
-/// yet: writing imports comes next.
+/// Imports an ODM ClinicalData file (the body), all or nothing; with `?dry_run=true` only checks
+/// it. The answer is the report either way (`accepted`, every problem with its place).
 async fn import(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -47,16 +47,14 @@ async fn import(
     Query(q): Query<ImportQuery>,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    if !q.dry_run {
-        return Err(AppError::invalid(
-            "dry_run",
-            "only dry runs (?dry_run=true) are available yet: the file is checked and nothing is written",
-        ))
-        .rid(&headers);
-    }
     let name = q.file_name.unwrap_or_else(|| "clinical-data.xml".to_owned());
-    let report = s.app.check_clinical_import(&p, &oid, &name, &body[..], None).await.rid(&headers)?;
-    Ok(axum::Json(report).into_response())
+    let report = if q.dry_run {
+        s.app.check_clinical_import(&p, &oid, &name, &body[..], None).await.rid(&headers)?
+    } else {
+        s.app.import_clinical(&p, &oid, &name, &body).await.rid(&headers)?
+    };
+    let status = if report.accepted { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+    Ok((status, axum::Json(report)).into_response())
 }
 
 /// OpenClinica routes (under the OpenClinica context path).

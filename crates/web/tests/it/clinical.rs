@@ -206,7 +206,7 @@ async fn import_t(t: TestApp) {
         .replace(r#"ItemOID="I_VITAL_SYS""#, r#"ItemOID="I_VITAL_NOPE""#)
         .replace(r#"ItemOID="I_VITAL_DIA" Value="76""#, r#"ItemOID="I_VITAL_DIA" Value="300""#);
     let (s, report) = dry_run(&t, &crc, &bad).await;
-    assert_eq!(s, StatusCode::OK, "{report}");
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{report}");
     assert_eq!(report["accepted"], false, "{report}");
     let errors = report["errors"].as_array().unwrap();
     let weight = errors.iter().find(|e| e["item"] == "I_VITAL_WEIGHT").unwrap_or_else(|| panic!("{report}"));
@@ -262,14 +262,6 @@ async fn import_t(t: TestApp) {
         .unwrap()
         .clone();
     assert_eq!(weight["value"], "64.5", "{book}");
-    let r = crate::client()
-        .post(t.url("/api/v1/studies/S_DEMO/clinical-data/import"))
-        .bearer_auth(&crc)
-        .body(exported.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let monitor = t.key("demo_monitor").await;
     let (s, _) = dry_run(&t, &monitor, &exported).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
@@ -277,4 +269,101 @@ async fn import_t(t: TestApp) {
     let crc_b = t.key("demo_crc_b").await;
     let (_, report) = dry_run(&t, &crc_b, &exported).await;
     assert!(codes(&report, "errors").contains(&"unknown_participant".to_owned()), "{report}");
+}
+
+async fn import(t: &TestApp, key: &str, xml: &str) -> (StatusCode, Value) {
+    let r = crate::client()
+        .post(t.url("/api/v1/studies/S_DEMO/clinical-data/import?file_name=test.xml"))
+        .bearer_auth(key)
+        .body(xml.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let s = r.status();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+both!(an_import_writes_all_or_nothing_with_checks_rules_and_audit, write_t);
+async fn write_t(t: TestApp) {
+    let crc = t.key("demo_crc").await;
+    let dm = t.key("demo_dm").await;
+    let a1 = enrol(&t, &crc, "S_DEMOA").await;
+    let a2 = enrol(&t, &crc, "S_DEMOA").await;
+    let full = |weight: &str| {
+        json!([
+            {"item": "vs_date", "value": "2026-11-01"}, {"item": "weight", "value": weight}, {"item": "height", "value": "170"},
+            {"item": "sys", "value": "118"}, {"item": "dia", "value": "76"}, {"item": "abnormal", "value": "no"},
+            {"item": "ecg_time", "row": 1, "value": "09:30"}, {"item": "hr", "row": 1, "value": "70"}
+        ])
+    };
+    save_vitals(&t, &crc, &a1, full("64.5")).await;
+    save_vitals(&t, &crc, &a2, full("80")).await;
+    let (_, exported) = get_text(&t, &dm, "/api/v1/studies/S_DEMO/clinical-data?format=odm13-oc").await;
+    // The demo's rules run on import too (the fast heart rate raises a note).
+    let rules = include_str!("../../../../demo/rules/demo_rules.xml");
+    let r = crate::client()
+        .post(t.url("/api/v1/studies/S_DEMO/rules?file_name=r.xml"))
+        .bearer_auth(&dm)
+        .body(rules)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    // One bad value: nothing at all is written, the good changes included.
+    let bad = exported
+        .replacen(r#"ItemOID="I_VITAL_WEIGHT" Value="64.5""#, r#"ItemOID="I_VITAL_WEIGHT" Value="66""#, 1)
+        .replacen(r#"ItemOID="I_VITAL_WEIGHT" Value="80""#, r#"ItemOID="I_VITAL_WEIGHT" Value="eighty""#, 1);
+    let (s, report) = import(&t, &crc, &bad).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{report}");
+    assert_eq!((report["accepted"].as_bool(), report["written_forms"].as_i64()), (Some(false), Some(0)), "{report}");
+    let weight = |book: &Value| {
+        book["events"][0]["forms"][0]["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["item_oid"] == "I_VITAL_WEIGHT")
+            .unwrap()["value"]
+            .clone()
+    };
+    let (_, book) = t.get(&crc, &format!("/api/v1/studies/S_DEMO/participants/{a1}")).await;
+    assert_eq!(weight(&book), "64.5", "nothing written: {book}");
+
+    // A good file: written in one go, audited as saves, forms completed, rules run.
+    let good = exported
+        .replacen(r#"ItemOID="I_VITAL_WEIGHT" Value="64.5""#, r#"ItemOID="I_VITAL_WEIGHT" Value="66""#, 1)
+        .replacen(r#"ItemOID="I_VITAL_HR" Value="70""#, r#"ItemOID="I_VITAL_HR" Value="130""#, 1)
+        .replace(r#"OpenClinica:Status="initial data entry""#, r#"OpenClinica:Status="data entry complete""#);
+    let (s, report) = import(&t, &crc, &good).await;
+    assert_eq!(s, StatusCode::OK, "{report}");
+    assert_eq!((report["written_forms"].as_i64(), report["completed_forms"].as_i64()), (Some(1), Some(2)), "{report}");
+    let (_, book) = t.get(&crc, &format!("/api/v1/studies/S_DEMO/participants/{a1}")).await;
+    assert_eq!(weight(&book), "66", "{book}");
+    assert_eq!(book["events"][0]["forms"][0]["status"], "complete", "{book}");
+    let bmi = book["events"][0]["forms"][0]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["item_oid"] == "I_VITAL_BMI")
+        .unwrap()["value"]
+        .clone();
+    assert_eq!(bmi, "22.8", "recomputed: {book}");
+    let (_, audit) = t.get(&dm, &format!("/api/v1/studies/S_DEMO/participants/{a1}/audit")).await;
+    let records = audit.as_array().unwrap_or_else(|| panic!("{audit}"));
+    assert!(
+        records
+            .iter()
+            .any(|r| r["action"] == "item_data.value_saved"
+                && r["entity_id"].as_str().unwrap().ends_with("I_VITAL_WEIGHT")),
+        "{audit}"
+    );
+    assert!(records.iter().any(|r| r["action"] == "form.completed"), "{audit}");
+    let (_, notes) = t.get(&dm, &format!("/api/v1/studies/S_DEMO/notes?participant={a1}")).await;
+    assert!(notes["threads"].as_array().unwrap().iter().any(|n| n["item_oid"] == "I_VITAL_HR"), "{notes}");
+    let (_, all) = t.get(&dm, "/api/v1/studies/S_DEMO/audit?limit=1000").await;
+    assert!(all["records"].as_array().unwrap().iter().any(|r| r["action"] == "clinical_data.imported"), "{all}");
+
+    // Importing the same file again changes nothing.
+    let (s, report) = import(&t, &crc, &good).await;
+    assert_eq!((s, report["written_forms"].as_i64()), (StatusCode::OK, Some(0)), "{report}");
 }
