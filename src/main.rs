@@ -98,6 +98,10 @@ enum Command {
         /// Check only; nothing is written.
         #[arg(long)]
         dry_run: bool,
+        /// all-or-nothing (one transaction; any error refuses the file) or per-record (each
+        /// clean form written on its own; a CSV log of every form on standard output).
+        #[arg(long, default_value = "all-or-nothing", value_parser = ["all-or-nothing", "per-record"])]
+        mode: String,
         /// Act as this user (default: the first active technical administrator).
         #[arg(long = "as")]
         as_user: Option<String>,
@@ -434,7 +438,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 count.participants, count.events, count.forms, count.values
             );
         }
-        Command::Import { file, study, dry_run, as_user, db } => {
+        Command::Import { file, study, dry_run, mode, as_user, db } => {
             let settings = load(&db, None)?;
             let app = open(&settings).await?;
             let who = app.cli_principal(as_user.as_deref()).await.map_err(app_error)?;
@@ -444,9 +448,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 app.check_clinical_import(&who, &study, &name, std::io::BufReader::new(f), None).await
             } else {
                 let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-                app.import_clinical(&who, &study, &name, &bytes).await
+                if mode == "per-record" {
+                    app.import_clinical_per_record(&who, &study, &name, &bytes).await
+                } else {
+                    app.import_clinical(&who, &study, &name, &bytes).await
+                }
             }
             .map_err(app_error)?;
+            if !report.log.is_empty() {
+                print!("{}", report.log_csv());
+            }
             for (kind, list) in [("error", &report.errors), ("warning", &report.warnings)] {
                 for p in list {
                     let mut place = Vec::new();

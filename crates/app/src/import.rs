@@ -74,6 +74,45 @@ pub struct ImportReport {
     pub written_forms: usize,
     /// Forms the import marked complete.
     pub completed_forms: usize,
+    /// Per-record mode: one row per form with what happened to it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub log: Vec<ImportLogRow>,
+}
+
+/// What a per-record import did with one form (OpenClinica 4's import log).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ImportLogRow {
+    pub line: usize,
+    pub participant: String,
+    pub event: String,
+    pub form: String,
+    /// `Inserted`, `Updated`, `No Change` or `Failed`.
+    pub status: &'static str,
+    pub message: String,
+}
+
+impl ImportReport {
+    /// The per-record log as CSV (RFC 4180).
+    #[must_use]
+    pub fn log_csv(&self) -> String {
+        let field = |s: &str| {
+            if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
+        };
+        let mut out = String::from("Line,ParticipantID,EventOID,FormOID,Status,Message\r\n");
+        for r in &self.log {
+            let row = [
+                r.line.to_string(),
+                r.participant.clone(),
+                r.event.clone(),
+                r.form.clone(),
+                r.status.to_owned(),
+                r.message.clone(),
+            ];
+            out.push_str(&row.iter().map(|f| field(f)).collect::<Vec<_>>().join(","));
+            out.push_str("\r\n");
+        }
+        out
+    }
 }
 
 /// Where the reader stands: the participant and event occurrence of the records that follow.
@@ -630,5 +669,167 @@ impl App {
         let event_oid = loc.event.event_oid.clone();
         self.event_after_completion(tx, loc, &forms, &event_oid, form_oid).await?;
         Ok(true)
+    }
+}
+
+impl App {
+    /// Imports record by record (OpenClinica 4's way): every form the check finds clean is
+    /// written in its own transaction, a form with a problem (or under a participant or event
+    /// with one) is skipped, and the log says for each form: Inserted, Updated, No Change or
+    /// Failed with the reasons.
+    ///
+    /// # Errors
+    /// As [`Self::check_clinical_import`].
+    #[allow(clippy::too_many_lines)]
+    pub async fn import_clinical_per_record(
+        &self,
+        who: &Principal,
+        study_oid: &str,
+        file_name: &str,
+        bytes: &[u8],
+    ) -> Result<ImportReport, AppError> {
+        let mut report = self.check_clinical_import(who, study_oid, file_name, bytes, None).await?;
+        report.dry_run = false;
+        let (study, _) = self.study_with_access(who, study_oid).await?;
+        let (_, design) = self.production_design(study.id).await?;
+        let rules = self.active_rules(study.id).await?;
+        // Problems of the whole file stop everything.
+        let whole_file = report.errors.iter().any(|e| e.code == "wrong_study");
+        let mut reader = ClinicalReader::new(bytes);
+        let mut subject: Option<(String, usize)> = None;
+        let mut event: Option<(String, i32, usize)> = None;
+        // A fatal reading error ends the stream: the forms before it were written.
+        while let Ok(Some(record)) = reader.next_record() {
+            match record {
+                Record::Subject(s) => {
+                    let key = s.subject.key.clone().filter(|k| !k.is_empty()).or(s.subject.label.clone());
+                    subject = key.map(|k| (k, s.line));
+                    event = None;
+                }
+                Record::Event(e) => {
+                    let repeat = e.repeat_key.as_deref().map_or(Some(1), |r| r.trim().parse::<i32>().ok());
+                    event = repeat.map(|r| (e.event_oid.clone(), r, e.line));
+                }
+                Record::Form(f) => {
+                    let end = f
+                        .groups
+                        .iter()
+                        .flat_map(|g| g.items.iter().map(|i| i.line))
+                        .chain([f.line])
+                        .max()
+                        .unwrap_or(f.line);
+                    let (participant, subject_line) = subject.clone().unwrap_or_default();
+                    let (event_oid, repeat, event_line) = event.clone().unwrap_or_default();
+                    let mut row = ImportLogRow {
+                        line: f.line,
+                        participant: participant.clone(),
+                        event: format!("{event_oid}[{repeat}]"),
+                        form: f.form_oid.clone(),
+                        status: "Failed",
+                        message: String::new(),
+                    };
+                    let reasons: Vec<String> = report
+                        .errors
+                        .iter()
+                        .filter(|e| {
+                            whole_file
+                                || e.line == subject_line
+                                || e.line == event_line
+                                || (f.line..=end).contains(&e.line)
+                        })
+                        .map(|e| e.message.clone())
+                        .collect();
+                    if !reasons.is_empty() || subject.is_none() || event.is_none() {
+                        row.message = if reasons.is_empty() {
+                            "no participant or event for this form".into()
+                        } else {
+                            reasons.join("; ")
+                        };
+                        report.log.push(row);
+                        continue;
+                    }
+                    let Some((form, version)) = resolve_form(&design, &f) else {
+                        row.message = format!("no form or form version {}", f.form_oid);
+                        report.log.push(row);
+                        continue;
+                    };
+                    let result = self
+                        .import_one_form(who, study_oid, &participant, &event_oid, repeat, form, version, &f, &rules)
+                        .await;
+                    match result {
+                        Ok((status, completed)) => {
+                            row.status = status;
+                            if status != "No Change" {
+                                report.written_forms += 1;
+                            }
+                            if completed {
+                                report.completed_forms += 1;
+                                row.message = "marked complete".into();
+                            }
+                        }
+                        Err(e) => row.message = e.to_string(),
+                    }
+                    report.log.push(row);
+                }
+                Record::Study(_) | Record::Notes(_) => {}
+            }
+        }
+        report.accepted = report.log.iter().all(|r| r.status != "Failed") && report.errors.is_empty();
+        Ok(report)
+    }
+
+    /// Writes one imported form in its own transaction; returns its log status and whether it
+    /// was marked complete.
+    #[allow(clippy::too_many_arguments)]
+    async fn import_one_form(
+        &self,
+        who: &Principal,
+        study_oid: &str,
+        participant: &str,
+        event_oid: &str,
+        repeat: i32,
+        form: &casebook_domain::design::FormDef,
+        version: &FormVersion,
+        f: &FormRecord,
+        rules: &[crate::rules_engine::ActiveRule],
+    ) -> Result<(&'static str, bool), AppError> {
+        let loc = self.locate_form(who, study_oid, participant, event_oid, repeat, form.oid.as_str()).await?;
+        let mut tx = self.store().write(who.actor()).await?;
+        let existing = tx.forms_of_event(loc.event.id).await?.into_iter().find(|x| x.form_oid == form.oid.as_str());
+        let values = f
+            .groups
+            .iter()
+            .flat_map(|g| {
+                let row = g.repeat_key.as_deref().and_then(|k| k.trim().parse::<u32>().ok()).unwrap_or(1);
+                g.items.iter().map(move |item| (row, item))
+            })
+            .filter(|(_, item)| {
+                !version.items.iter().find(|i| i.oid.as_str() == item.oid).is_some_and(|i| i.widget.is_calculated())
+            })
+            .map(|(row, item)| ValueInput {
+                item: item.oid.clone(),
+                row,
+                value: if item.is_null { None } else { item.value.clone() },
+                null_flavour: if item.is_null { item.reason_for_null.clone() } else { None },
+            })
+            .collect();
+        let input = SaveFormInput {
+            expected_version: existing.as_ref().map(|x| x.version),
+            form_version: Some(version.oid.to_string()),
+            values,
+            remove_rows: Vec::new(),
+            notes: Vec::new(),
+        };
+        let out = self.save_in(&mut tx, &loc, form.oid.as_str(), input, rules, true).await?;
+        let completed = completes(f) && self.complete_imported(&mut tx, &loc, form.oid.as_str()).await?;
+        let status = match (existing.is_some(), out.changed || completed) {
+            (_, false) => "No Change",
+            (false, true) => "Inserted",
+            (true, true) => "Updated",
+        };
+        if tx.audited() > 0 {
+            tx.commit().await?;
+        }
+        Ok((status, completed))
     }
 }

@@ -35,6 +35,8 @@ struct ImportQuery {
     file_name: Option<String>,
     #[serde(default)]
     dry_run: bool,
+    /// `all-or-nothing` (default) or `per-record`.
+    mode: Option<String>,
 }
 
 /// Imports an ODM ClinicalData file (the body), all or nothing; with `?dry_run=true` only checks
@@ -48,12 +50,24 @@ async fn import(
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     let name = q.file_name.unwrap_or_else(|| "clinical-data.xml".to_owned());
+    let per_record = match q.mode.as_deref().unwrap_or("all-or-nothing") {
+        "all-or-nothing" => false,
+        "per-record" => true,
+        other => {
+            return Err(AppError::invalid("mode", format!("'{other}' is not all-or-nothing or per-record")))
+                .rid(&headers);
+        }
+    };
     let report = if q.dry_run {
         s.app.check_clinical_import(&p, &oid, &name, &body[..], None).await.rid(&headers)?
+    } else if per_record {
+        s.app.import_clinical_per_record(&p, &oid, &name, &body).await.rid(&headers)?
     } else {
         s.app.import_clinical(&p, &oid, &name, &body).await.rid(&headers)?
     };
-    let status = if report.accepted { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+    // Per record, the log says what failed; all or nothing, a refusal is an error.
+    let status =
+        if report.accepted || (per_record && !q.dry_run) { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
     Ok((status, axum::Json(report)).into_response())
 }
 

@@ -367,3 +367,67 @@ async fn write_t(t: TestApp) {
     let (s, report) = import(&t, &crc, &good).await;
     assert_eq!((s, report["written_forms"].as_i64()), (StatusCode::OK, Some(0)), "{report}");
 }
+
+both!(a_per_record_import_writes_the_clean_forms_and_logs_each, per_record_t);
+async fn per_record_t(t: TestApp) {
+    let crc = t.key("demo_crc").await;
+    let dm = t.key("demo_dm").await;
+    let a1 = enrol(&t, &crc, "S_DEMOA").await;
+    let a2 = enrol(&t, &crc, "S_DEMOA").await;
+    save_vitals(&t, &crc, &a1, json!([{"item": "weight", "value": "64.5"}])).await;
+    save_vitals(&t, &crc, &a2, json!([{"item": "weight", "value": "80"}])).await;
+    let (_, exported) = get_text(&t, &dm, "/api/v1/studies/S_DEMO/clinical-data?format=odm13-oc").await;
+    let file =
+        exported.replacen(r#"Value="64.5""#, r#"Value="66""#, 1).replacen(r#"Value="80""#, r#"Value="eighty""#, 1);
+    let r = crate::client()
+        .post(t.url("/api/v1/studies/S_DEMO/clinical-data/import?mode=per-record"))
+        .bearer_auth(&crc)
+        .body(file)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let report: Value = r.json().await.unwrap();
+    let log: Vec<(String, String)> = report["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["participant"].as_str().unwrap().to_owned(), r["status"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(log.len(), 2, "{report}");
+    assert!(log.iter().any(|(_, s)| s == "Updated"), "{report}");
+    let failed = report["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["status"] == "Failed")
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(
+        failed["message"].as_str().unwrap().contains("eighty")
+            || failed["message"].as_str().unwrap().contains("number"),
+        "{report}"
+    );
+    assert_eq!((report["accepted"].as_bool(), report["written_forms"].as_i64()), (Some(false), Some(1)), "{report}");
+    let weight = |book: &Value| {
+        book["events"][0]["forms"][0]["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["item_oid"] == "I_VITAL_WEIGHT")
+            .unwrap()["value"]
+            .clone()
+    };
+    let (_, b1) = t.get(&crc, &format!("/api/v1/studies/S_DEMO/participants/{a1}")).await;
+    let (_, b2) = t.get(&crc, &format!("/api/v1/studies/S_DEMO/participants/{a2}")).await;
+    assert_eq!((weight(&b1), weight(&b2)), (json!("66"), json!("80")), "the clean form written, the other untouched");
+    let (s, e) = get_text(&t, &crc, "/api/v1/studies/S_DEMO/clinical-data?format=odm13").await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let r = crate::client()
+        .post(t.url("/api/v1/studies/S_DEMO/clinical-data/import?mode=sideways"))
+        .bearer_auth(&crc)
+        .body(exported)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}
