@@ -456,7 +456,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             .map_err(app_error)?;
             if !report.log.is_empty() {
-                print!("{}", report.log_csv());
+                print!("{}", report.log_csv(app.store().clock().now()));
             }
             for (kind, list) in [("error", &report.errors), ("warning", &report.warnings)] {
                 for p in list {

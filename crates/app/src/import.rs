@@ -83,8 +83,10 @@ pub struct ImportReport {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ImportLogRow {
     pub line: usize,
+    /// The participant as the file names it (OID, else label).
     pub participant: String,
-    pub event: String,
+    pub event_oid: String,
+    pub event_repeat_key: i32,
     pub form: String,
     /// `Inserted`, `Updated`, `No Change` or `Failed`.
     pub status: &'static str,
@@ -92,21 +94,31 @@ pub struct ImportLogRow {
 }
 
 impl ImportReport {
-    /// The per-record log as CSV (RFC 4180).
+    /// The per-record log as CSV (RFC 4180) in OpenClinica 4's XML import log columns, one row
+    /// per form (`Type` = form), stamped with `at`.
     #[must_use]
-    pub fn log_csv(&self) -> String {
+    pub fn log_csv(&self, at: time::OffsetDateTime) -> String {
         let field = |s: &str| {
             if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
         };
-        let mut out = String::from("Line,ParticipantID,EventOID,FormOID,Status,Message\r\n");
+        let stamp = at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        let mut out = String::from(
+            "SubjectKey,ParticipantID,StudyEventOID,StudyEventRepeatKey,FormOID,ItemGroupOID,ItemGroupRepeatKey,ItemOID,Type,Status,Timestamp,Message\r\n",
+        );
         for r in &self.log {
             let row = [
-                r.line.to_string(),
                 r.participant.clone(),
-                r.event.clone(),
+                r.participant.clone(),
+                r.event_oid.clone(),
+                r.event_repeat_key.to_string(),
                 r.form.clone(),
+                String::new(),
+                String::new(),
+                String::new(),
+                "form".to_owned(),
                 r.status.to_owned(),
-                r.message.clone(),
+                stamp.clone(),
+                format!("line {}: {}", r.line, r.message),
             ];
             out.push_str(&row.iter().map(|f| field(f)).collect::<Vec<_>>().join(","));
             out.push_str("\r\n");
@@ -723,7 +735,8 @@ impl App {
                     let mut row = ImportLogRow {
                         line: f.line,
                         participant: participant.clone(),
-                        event: format!("{event_oid}[{repeat}]"),
+                        event_oid: event_oid.clone(),
+                        event_repeat_key: repeat,
                         form: f.form_oid.clone(),
                         status: "Failed",
                         message: String::new(),

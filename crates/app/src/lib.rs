@@ -17,6 +17,7 @@ mod error;
 pub mod export;
 pub mod files;
 pub mod import;
+pub mod jobs;
 pub mod mail;
 pub mod matrix;
 pub mod notes;

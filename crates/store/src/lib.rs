@@ -15,6 +15,7 @@ pub mod capture;
 pub mod designs;
 pub mod export;
 pub mod files;
+pub mod jobs;
 pub mod matrix;
 pub mod notes;
 pub mod review;

@@ -64,6 +64,7 @@ pub fn routes() -> Router<AppState> {
         .merge(crate::notes_api::routes())
         .merge(crate::rules_api::routes())
         .merge(crate::clinical_api::routes())
+        .merge(crate::jobs_api::routes())
 }
 
 #[derive(Deserialize)]

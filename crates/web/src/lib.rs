@@ -13,6 +13,7 @@ mod design_api;
 mod docs;
 pub mod error;
 mod html;
+mod jobs_api;
 mod matrix_api;
 mod metrics;
 mod notes_api;

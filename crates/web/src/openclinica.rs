@@ -30,6 +30,7 @@ pub fn routes() -> Router<AppState> {
         .route("/pages/auth/api/v1/system/systemstatus", post(system_status))
         .merge(crate::oc_metadata::routes())
         .merge(crate::clinical_api::openclinica_routes())
+        .merge(crate::jobs_api::openclinica_routes())
 }
 
 #[derive(Deserialize)]

@@ -431,3 +431,108 @@ async fn per_record_t(t: TestApp) {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+async fn wait_for_job(t: &TestApp, key: &str, id: &str) -> Value {
+    for _ in 0..200 {
+        let (s, job) = t.get(key, &format!("/api/v1/jobs/{id}")).await;
+        assert_eq!(s, StatusCode::OK, "{job}");
+        if job["status"] != "in_progress" {
+            return job;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("job {id} did not finish");
+}
+
+both!(imports_run_as_jobs_the_way_openclinica_4_scripts_use_them, jobs_t);
+async fn jobs_t(t: TestApp) {
+    let crc = t.key("demo_crc").await;
+    let dm = t.key("demo_dm").await;
+    let a1 = enrol(&t, &crc, "S_DEMOA").await;
+    save_vitals(&t, &crc, &a1, json!([{"item": "weight", "value": "64.5"}])).await;
+    let (_, exported) = get_text(&t, &crc, "/api/v1/studies/S_DEMO/clinical-data?format=odm13-oc").await;
+    let file = exported.replacen(r#"Value="64.5""#, r#"Value="66""#, 1);
+
+    // OpenClinica 4: the file as the body; the answer is the job's uuid; the log is a CSV.
+    let r = crate::client()
+        .post(t.url("/OpenClinica/pages/auth/api/clinicaldata/import"))
+        .bearer_auth(&crc)
+        .body(file.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = r.text().await.unwrap();
+    let id = text.strip_prefix("job uuid: ").unwrap_or_else(|| panic!("{text}")).to_owned();
+    let job = wait_for_job(&t, &crc, &id).await;
+    assert_eq!(
+        (job["status"].as_str(), job["summary"]["written_forms"].as_i64()),
+        (Some("completed"), Some(1)),
+        "{job}"
+    );
+    let (s, csv) = get_text(&t, &crc, &format!("/OpenClinica/pages/auth/api/jobs/{id}/downloadFile")).await;
+    assert_eq!(s, StatusCode::OK);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(lines[0].starts_with("SubjectKey,ParticipantID,StudyEventOID,StudyEventRepeatKey,FormOID"), "{csv}");
+    assert!(lines[1].contains(",form,Updated,"), "{csv}");
+    let (_, book) = t.get(&crc, &format!("/api/v1/studies/S_DEMO/participants/{a1}")).await;
+    let weight = book["events"][0]["forms"][0]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["item_oid"] == "I_VITAL_WEIGHT")
+        .unwrap()["value"]
+        .clone();
+    assert_eq!(weight, "66", "{book}");
+    let (_, jobs) = t.get(&dm, "/api/v1/studies/S_DEMO/jobs").await;
+    assert!(jobs["jobs"].as_array().unwrap().iter().any(|j| j["id"] == id.as_str()), "{jobs}");
+
+    // OpenClinica 4's answers for unknown jobs, other people's jobs and deletion.
+    let (s, body) =
+        get_text(&t, &crc, "/OpenClinica/pages/auth/api/jobs/00000000-0000-4000-8000-000000000000/downloadFile").await;
+    assert_eq!((s, body.as_str()), (StatusCode::NOT_FOUND, "error.invalidUuid"));
+    let r = crate::client()
+        .delete(t.url(&format!("/OpenClinica/pages/auth/api/jobs/{id}")))
+        .bearer_auth(&dm)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = crate::client()
+        .delete(t.url(&format!("/OpenClinica/pages/auth/api/jobs/{id}")))
+        .bearer_auth(&crc)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let (s, _) = t.get(&crc, &format!("/api/v1/jobs/{id}")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Native: an all-or-nothing job with a bad file finishes with the refusal in its report.
+    let bad = exported.replacen(r#"Value="64.5""#, r#"Value="heavy""#, 1);
+    let r = crate::client()
+        .post(t.url("/api/v1/studies/S_DEMO/clinical-data/import-jobs?file_name=bad.xml"))
+        .bearer_auth(&crc)
+        .body(bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let started: Value = r.json().await.unwrap();
+    let job = wait_for_job(&t, &crc, started["id"].as_str().unwrap()).await;
+    assert_eq!(
+        (job["status"].as_str(), job["summary"]["accepted"].as_bool()),
+        (Some("completed"), Some(false)),
+        "{job}"
+    );
+    assert_eq!(job["summary"]["written_forms"], 0, "{job}");
+    let monitor = t.key("demo_monitor").await;
+    let r = crate::client()
+        .post(t.url("/api/v1/studies/S_DEMO/clinical-data/import-jobs"))
+        .bearer_auth(&monitor)
+        .body(file)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+}

@@ -1,0 +1,204 @@
+//! Imports as background jobs (OpenClinica 4's way): starting one answers at once with the job's
+//! id; the import runs in its own task; its state, outcome and CSV log are read by id; a finished
+//! job's record may be deleted by whoever started it.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::auth::Principal;
+use crate::{App, AppError};
+
+/// A job as clients see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    pub id: String,
+    /// `clinical_import`.
+    pub kind: String,
+    /// `in_progress`, `completed` or `failed`.
+    pub status: String,
+    pub study_oid: String,
+    pub file_name: String,
+    pub created_by: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    /// The import's report (counts, problems), once finished.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A job's log, if it can be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobLog {
+    InProgress,
+    Missing,
+    Csv { file_name: String, csv: String },
+}
+
+/// A random version-4 UUID.
+fn uuid_v4() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
+/// The `StudyOID` of the file's first `ClinicalData`.
+fn study_of_file(bytes: &[u8]) -> Option<String> {
+    let mut reader = casebook_formats::odm::clinical::ClinicalReader::new(bytes);
+    while let Ok(Some(r)) = reader.next_record() {
+        if let casebook_formats::odm::clinical::Record::Study(s) = r {
+            return Some(s.study_oid);
+        }
+    }
+    None
+}
+
+impl App {
+    /// Starts an import job for a study (by study or site OID; `None`: the study the file names)
+    /// and returns at once. `per_record` chooses OpenClinica 4's per-record mode (its default for
+    /// this endpoint) over all or nothing.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] for an unknown or invisible study; [`AppError::Forbidden`] without
+    /// the import permission; [`AppError::Validation`] for a file naming no study.
+    pub async fn start_import_job(
+        &self,
+        who: &Principal,
+        study_oid: Option<&str>,
+        file_name: &str,
+        bytes: Vec<u8>,
+        per_record: bool,
+    ) -> Result<JobView, AppError> {
+        let named = match study_oid {
+            Some(s) => s.to_owned(),
+            None => study_of_file(&bytes)
+                .ok_or_else(|| AppError::invalid("file", "the file holds no ClinicalData with a StudyOID"))?,
+        };
+        let target = self.store().study_by_oid(&named).await?.ok_or(AppError::NotFound("study"))?;
+        let study_oid = match target.parent_id {
+            Some(parent) => self.store().study_by_id(parent).await?.ok_or(AppError::NotFound("study"))?.oid,
+            None => target.oid,
+        };
+        let (study, access) = self.study_with_access(who, &study_oid).await?;
+        let sites = self.store().sites_of(study.id).await?;
+        let may = Self::may(&access, &study, &study, casebook_domain::role::Permission::ImportData)
+            || sites.iter().any(|s| Self::may(&access, &study, s, casebook_domain::role::Permission::ImportData));
+        if !may {
+            return Err(AppError::Forbidden("import data in this study"));
+        }
+        let id = uuid_v4();
+        self.store().insert_job(&id, study.id, "clinical_import", file_name, Some(who.user_id)).await?;
+        let (app, who, job, name) = (self.clone(), who.clone(), id.clone(), file_name.to_owned());
+        tokio::spawn(async move {
+            let outcome = if per_record {
+                app.import_clinical_per_record(&who, &study_oid, &name, &bytes).await
+            } else {
+                app.import_clinical(&who, &study_oid, &name, &bytes).await
+            };
+            let now = app.store().clock().now();
+            let written = match outcome {
+                Ok(report) => {
+                    let summary = serde_json::to_string(&report).unwrap_or_default();
+                    app.store().finish_job(&job, "completed", Some(&summary), Some(&report.log_csv(now)), None).await
+                }
+                Err(e) => app.store().finish_job(&job, "failed", None, None, Some(&e.to_string())).await,
+            };
+            if let Err(e) = written {
+                tracing::error!(job = %job, error = %e, "recording the end of an import job failed");
+            }
+        });
+        // The caller may always read the job it started.
+        self.job(None, &id).await
+    }
+}
+
+impl App {
+    async fn job_row(
+        &self,
+        who: Option<&Principal>,
+        id: &str,
+    ) -> Result<(casebook_store::jobs::JobRow, String), AppError> {
+        let row = self.store().job(id).await?.ok_or(AppError::NotFound("job"))?;
+        let study = self.store().study_by_id(row.study_id).await?.ok_or(AppError::NotFound("job"))?;
+        if let Some(who) = who {
+            let (_, access) = self.study_with_access(who, &study.oid).await.map_err(|_| AppError::NotFound("job"))?;
+            if !access.study_wide() && row.created_by != Some(who.user_id) {
+                return Err(AppError::NotFound("job"));
+            }
+        }
+        Ok((row, study.oid))
+    }
+
+    /// A job by id: its state and, once finished, its report. Site-level users see the jobs
+    /// they started.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] for an unknown or invisible job.
+    pub async fn job(&self, who: Option<&Principal>, id: &str) -> Result<JobView, AppError> {
+        let (row, study_oid) = self.job_row(who, id).await?;
+        Ok(JobView {
+            id: row.id,
+            kind: row.kind,
+            status: row.status,
+            study_oid,
+            file_name: row.file_name,
+            created_by: row.created_by_username,
+            created_at: row.created_at,
+            finished_at: row.finished_at,
+            summary: row.summary.and_then(|s| serde_json::from_str(&s).ok()),
+            error: row.error,
+        })
+    }
+
+    /// A job's CSV log.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] for an unknown or invisible job.
+    pub async fn job_log(&self, who: &Principal, id: &str) -> Result<JobLog, AppError> {
+        let (row, _) = self.job_row(Some(who), id).await?;
+        Ok(match (row.status.as_str(), row.log) {
+            ("in_progress", _) => JobLog::InProgress,
+            (_, Some(csv)) if !csv.is_empty() => {
+                JobLog::Csv { file_name: format!("{}_import_log.csv", row.file_name.trim_end_matches(".xml")), csv }
+            }
+            _ => JobLog::Missing,
+        })
+    }
+
+    /// Deletes a finished job's record (the data it imported stay), by whoever started it.
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`] for someone else's job; [`AppError::InvalidTransition`] while it
+    /// runs.
+    pub async fn delete_job(&self, who: &Principal, id: &str) -> Result<(), AppError> {
+        let (row, _) = self.job_row(Some(who), id).await?;
+        if row.created_by != Some(who.user_id) {
+            return Err(AppError::Forbidden("delete a job someone else started"));
+        }
+        if !self.store().delete_job(id).await? {
+            return Err(AppError::InvalidTransition("the job is still running".into()));
+        }
+        Ok(())
+    }
+
+    /// The jobs of a study, newest first (site-level users: theirs).
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] for an invisible study.
+    pub async fn jobs(&self, who: &Principal, study_oid: &str) -> Result<Vec<JobView>, AppError> {
+        let (study, access) = self.study_with_access(who, study_oid).await?;
+        let mut out = Vec::new();
+        for row in self.store().jobs_of(study.id).await? {
+            if !access.study_wide() && row.created_by != Some(who.user_id) {
+                continue;
+            }
+            out.push(self.job(None, &row.id).await?);
+        }
+        Ok(out)
+    }
+}
