@@ -417,6 +417,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 form: None,
                 openclinica: format == "odm13-oc",
                 changed_since,
+                embedded: false,
             };
             let mut failed: Option<std::io::Error> = None;
             let count = app

@@ -35,6 +35,8 @@ pub struct ClinicalExport {
     pub openclinica: bool,
     /// Only what changed after this time.
     pub changed_since: Option<OffsetDateTime>,
+    /// Write only `ClinicalData`, for a document whose `ODM` root is written around it.
+    pub embedded: bool,
 }
 
 /// What an export wrote.
@@ -128,7 +130,12 @@ impl App {
             created: now,
             openclinica: req.openclinica,
         };
-        let mut w = ClinicalWriter::new(Vec::new(), &file).map_err(internal)?;
+        let mut w = if req.embedded {
+            ClinicalWriter::embedded(Vec::new(), &file)
+        } else {
+            ClinicalWriter::new(Vec::new(), &file)
+        }
+        .map_err(internal)?;
         let mut count = ExportCount::default();
         let mut after = 0;
         let event_order = |oid: &str| design.events.iter().position(|e| e.oid.as_str() == oid).unwrap_or(usize::MAX);
@@ -246,9 +253,9 @@ fn values_of(values: &[ItemDataRow], form_id: i64) -> &[ItemDataRow] {
 }
 
 impl App {
-    /// The export as OpenClinica 3's REST API renders it in JSON (attributes as `@`-keys, a
-    /// single element as an object), built from the whole document; `None` when no participant
-    /// matched (OpenClinica answers 204 then).
+    /// The export as OpenClinica's REST APIs render it in JSON (attributes as `@`-keys, a single
+    /// element as an object), built from the whole document, with the metadata when asked;
+    /// `None` when no participant matched (OpenClinica answers 204 then).
     ///
     /// # Errors
     /// As [`App::export_clinical`].
@@ -257,19 +264,58 @@ impl App {
         who: &Principal,
         study_or_site_oid: &str,
         req: &ClinicalExport,
+        with_metadata: bool,
     ) -> Result<Option<serde_json::Value>, AppError> {
         let mut xml = Vec::new();
-        let count = self
-            .export_clinical(who, study_or_site_oid, req, |chunk| {
-                xml.extend_from_slice(&chunk);
-                std::future::ready(true)
-            })
-            .await?;
-        if count.participants == 0 {
+        let sink = |chunk: Vec<u8>| {
+            xml.extend_from_slice(&chunk);
+            std::future::ready(true)
+        };
+        let count = if with_metadata {
+            self.export_clinical_with_metadata(who, study_or_site_oid, req, sink).await?
+        } else {
+            self.export_clinical(who, study_or_site_oid, req, sink).await?
+        };
+        if count.participants == 0 && !with_metadata {
             return Ok(None);
         }
         casebook_formats::odm::json::xml_to_json(&xml)
             .map(Some)
             .map_err(|e| crate::error::anyhow_like::msg(format!("rendering the export as JSON: {e}")))
+    }
+}
+
+impl App {
+    /// The design in Production and the clinical data in one ODM 1.3.2 document with
+    /// OpenClinica's extensions (OpenClinica 4's `includeMetadata=y`): the metadata export with
+    /// the `ClinicalData` streamed into it.
+    ///
+    /// # Errors
+    /// As [`App::export_clinical`] and the metadata export.
+    pub async fn export_clinical_with_metadata<F, Fut>(
+        &self,
+        who: &Principal,
+        study_or_site_oid: &str,
+        req: &ClinicalExport,
+        mut sink: F,
+    ) -> Result<ExportCount, AppError>
+    where
+        F: FnMut(Vec<u8>) -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let metadata = self.openclinica_metadata(who, study_or_site_oid, None).await?;
+        let text = String::from_utf8(metadata).map_err(internal)?;
+        let open = text
+            .trim_end()
+            .strip_suffix("</ODM>")
+            .ok_or_else(|| crate::error::anyhow_like::msg("the metadata export does not end with </ODM>"))?
+            .to_owned();
+        if !sink(format!("{open}\n").into_bytes()).await {
+            return Ok(ExportCount::default());
+        }
+        let req = ClinicalExport { embedded: true, openclinica: true, ..req.clone() };
+        let count = self.export_clinical(who, study_or_site_oid, &req, &mut sink).await?;
+        sink(b"\n</ODM>\n".to_vec()).await;
+        Ok(count)
     }
 }

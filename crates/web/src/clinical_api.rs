@@ -76,6 +76,60 @@ pub fn openclinica_routes() -> Router<AppState> {
     Router::new()
         .route("/rest/clinicaldata/{format}/view/{study}/{subject}/{event}/{form}", get(openclinica))
         .route("/pages/auth/api/v1/clinicaldata/{format}/view/{study}/{subject}/{event}/{form}", get(openclinica))
+        .route("/pages/auth/api/clinicaldata/{study}/{subject}/{event}/{form}", get(openclinica4))
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct OpenClinica4Query {
+    #[serde(rename = "includeMetadata")]
+    include_metadata: Option<String>,
+    #[serde(rename = "includeDNs")]
+    include_dns: Option<String>,
+    #[serde(rename = "includeAudits")]
+    include_audits: Option<String>,
+}
+
+/// OpenClinica 4: `Accept: application/json` selects JSON, anything else XML; the metadata is
+/// included unless `includeMetadata=n`.
+async fn openclinica4(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path((study, subject, event, form)): Path<(String, String, String, String)>,
+    Query(q): Query<OpenClinica4Query>,
+) -> ApiResult<Response> {
+    let with_metadata =
+        !matches!(q.include_metadata.as_deref().map(str::to_ascii_lowercase).as_deref(), Some("n" | "no"));
+    yes_no(q.include_dns.as_deref()).rid(&headers)?;
+    yes_no(q.include_audits.as_deref()).rid(&headers)?;
+    let req = ClinicalExport {
+        participant: Some(subject),
+        event: Some(event),
+        form: Some(form),
+        openclinica: true,
+        changed_since: None,
+        embedded: false,
+    };
+    let json =
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("application/json"));
+    if json {
+        return match s.app.export_clinical_json(&p, &study, &req, with_metadata).await.rid(&headers)? {
+            None => Ok(StatusCode::NO_CONTENT.into_response()),
+            Some(json) => Ok(([(header::CONTENT_TYPE, "application/json")], json.to_string()).into_response()),
+        };
+    }
+    if !with_metadata {
+        return stream_xml(s.app.clone(), p, study, req).await.rid(&headers);
+    }
+    let mut xml = Vec::new();
+    s.app
+        .export_clinical_with_metadata(&p, &study, &req, |chunk| {
+            xml.extend_from_slice(&chunk);
+            std::future::ready(true)
+        })
+        .await
+        .rid(&headers)?;
+    Ok(([(header::CONTENT_TYPE, "application/xml; charset=utf-8")], xml).into_response())
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -112,7 +166,14 @@ async fn native(
                 .rid(&headers)?,
         ),
     };
-    let req = ClinicalExport { participant: q.participant, event: q.event, form: q.form, openclinica, changed_since };
+    let req = ClinicalExport {
+        participant: q.participant,
+        event: q.event,
+        form: q.form,
+        openclinica,
+        changed_since,
+        embedded: false,
+    };
     stream_xml(s.app.clone(), p, oid, req).await.rid(&headers)
 }
 
@@ -148,10 +209,11 @@ async fn openclinica(
         form: Some(form),
         openclinica: true,
         changed_since: None,
+        embedded: false,
     };
     match format.as_str() {
         "xml" => stream_xml(s.app.clone(), p, study, req).await.rid(&headers),
-        "json" => match s.app.export_clinical_json(&p, &study, &req).await.rid(&headers)? {
+        "json" => match s.app.export_clinical_json(&p, &study, &req, false).await.rid(&headers)? {
             None => Ok(StatusCode::NO_CONTENT.into_response()),
             Some(json) => Ok(([(header::CONTENT_TYPE, "application/json")], json.to_string()).into_response()),
         },

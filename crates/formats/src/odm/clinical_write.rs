@@ -101,6 +101,8 @@ pub struct ClinicalWriter<W: Write> {
     w: Writer<W>,
     openclinica: bool,
     level: Level,
+    /// Inside another document's `ODM` element: no declaration, no root.
+    embedded: bool,
 }
 
 fn utc(t: OffsetDateTime) -> String {
@@ -143,6 +145,7 @@ impl<W: Write> ClinicalWriter<W> {
             w: Writer::new_with_indent(out, b' ', 2),
             openclinica: file.openclinica,
             level: Level::ClinicalData,
+            embedded: false,
         };
         me.w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
         let created = utc(file.created);
@@ -159,6 +162,26 @@ impl<W: Write> ClinicalWriter<W> {
         root.push_attribute(("SourceSystem", "Casebook"));
         root.push_attribute(("SourceSystemVersion", env!("CARGO_PKG_VERSION")));
         me.w.write_event(Event::Start(root))?;
+        let mut cd = BytesStart::new("ClinicalData");
+        cd.push_attribute(("StudyOID", file.study_oid));
+        cd.push_attribute(("MetaDataVersionOID", file.metadata_version_oid));
+        me.w.write_event(Event::Start(cd))?;
+        Ok(me)
+    }
+
+    /// Starts only `ClinicalData`, for a document whose `ODM` root (declaring the OpenClinica
+    /// namespace when `file.openclinica`) is written by someone else — an export of metadata and
+    /// clinical data together. [`Self::finish`] then closes only `ClinicalData`.
+    ///
+    /// # Errors
+    /// When the output fails.
+    pub fn embedded(out: W, file: &ClinicalFile<'_>) -> io::Result<Self> {
+        let mut me = Self {
+            w: Writer::new_with_indent(out, b' ', 2),
+            openclinica: file.openclinica,
+            level: Level::ClinicalData,
+            embedded: true,
+        };
         let mut cd = BytesStart::new("ClinicalData");
         cd.push_attribute(("StudyOID", file.study_oid));
         cd.push_attribute(("MetaDataVersionOID", file.metadata_version_oid));
@@ -317,7 +340,9 @@ impl<W: Write> ClinicalWriter<W> {
     pub fn finish(mut self) -> io::Result<W> {
         self.close_to(Level::ClinicalData)?;
         self.w.write_event(Event::End(BytesEnd::new("ClinicalData")))?;
-        self.w.write_event(Event::End(BytesEnd::new("ODM")))?;
+        if !self.embedded {
+            self.w.write_event(Event::End(BytesEnd::new("ODM")))?;
+        }
         let mut out = self.w.into_inner();
         out.flush()?;
         Ok(out)

@@ -683,3 +683,35 @@ fn clinical_data_is_written_as_it_comes() {
     assert!(w.form(&FormOut::default()).is_err());
     assert!(w.group("IG", None, &[]).is_err());
 }
+
+#[test]
+fn metadata_and_clinical_data_in_one_document_are_valid() {
+    use casebook_formats::odm::clinical_write::{ClinicalFile, ClinicalWriter, EventOut, FormOut, ItemOut, SubjectOut};
+    let meta = export(OdmFlavour::Odm132OpenClinica);
+    let open = meta.trim_end().strip_suffix("</ODM>").unwrap();
+    let file = ClinicalFile {
+        study_oid: "S_DEMO",
+        metadata_version_oid: "v1",
+        file_oid: "BOTH",
+        created: time::macros::datetime!(2026-11-22 09:00 UTC),
+        openclinica: true,
+    };
+    let mut w = ClinicalWriter::embedded(Vec::new(), &file).unwrap();
+    w.subject(&SubjectOut { key: "SS_1", label: "S-1", status: "available", ..SubjectOut::default() }).unwrap();
+    w.event(&EventOut { event_oid: "SE_SCREENING", status: "data_entry_started", ..EventOut::default() }).unwrap();
+    w.form(&FormOut {
+        version_oid: "F_DEMOG_V1",
+        version_label: "v1",
+        status: "initial_data_entry",
+        awaiting_dde: false,
+    })
+    .unwrap();
+    w.group("IG_DEMOG_MAIN", None, &[ItemOut { item_oid: "I_DEMOG_SEX", value: Some("f"), null_flavour: None }])
+        .unwrap();
+    let clinical = String::from_utf8(w.finish().unwrap()).unwrap();
+    assert!(!clinical.contains("<ODM") && !clinical.contains("<?xml"), "{clinical}");
+    let doc = format!("{open}\n{clinical}\n</ODM>\n");
+    let schema = odm132_openclinica_schema();
+    assert_schema_valid(&doc, &schema, "metadata-and-clinical.xml");
+    std::fs::remove_file(&schema).unwrap();
+}

@@ -536,3 +536,35 @@ async fn jobs_t(t: TestApp) {
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
 }
+
+both!(openclinica_4_clinical_data_comes_as_xml_or_json_with_metadata, oc4_t);
+async fn oc4_t(t: TestApp) {
+    let crc = t.key("demo_crc").await;
+    let a1 = enrol(&t, &crc, "S_DEMOA").await;
+    save_vitals(&t, &crc, &a1, json!([{"item": "weight", "value": "64.5"}])).await;
+    let path = format!("/OpenClinica/pages/auth/api/clinicaldata/S_DEMO/{a1}/*/*");
+    // XML with the metadata: one valid document holding the design and the data.
+    let r =
+        crate::client().get(t.url(&path)).bearer_auth(&crc).header("accept", "application/xml").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let xml = r.text().await.unwrap();
+    assert!(xml.contains("<MetaDataVersion") && xml.contains("<ClinicalData"), "{xml}");
+    assert!(xml.contains(r#"<ItemData ItemOID="I_VITAL_WEIGHT" Value="64.5"/>"#), "{xml}");
+    assert_eq!(xml.matches("<ODM").count(), 1, "{xml}");
+    // Without metadata, and as JSON.
+    let r = crate::client()
+        .get(t.url(&format!("{path}?includeMetadata=n")))
+        .bearer_auth(&crc)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let json: Value = r.json().await.unwrap();
+    assert!(json["ODM"].get("Study").is_none(), "{json}");
+    assert_eq!(json["ODM"]["ClinicalData"]["SubjectData"]["@OpenClinica:StudySubjectID"], a1.as_str(), "{json}");
+    let r =
+        crate::client().get(t.url(&path)).bearer_auth(&crc).header("accept", "application/json").send().await.unwrap();
+    let json: Value = r.json().await.unwrap();
+    assert!(json["ODM"]["Study"]["MetaDataVersion"].is_object(), "{json}");
+}
