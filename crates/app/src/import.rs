@@ -146,6 +146,18 @@ impl ImportReport {
     }
 }
 
+/// An OID of the file as the design knows it: as written, else converted the way the ODM
+/// metadata import converts OIDs that are not Casebook OIDs (`IT.AGE` → `IT_AGE`), so data from
+/// a system with such OIDs import into the design built from its metadata.
+fn local_oid(raw: &str, exists: impl Fn(&str) -> bool) -> String {
+    if exists(raw) {
+        return raw.to_owned();
+    }
+    let converted: String =
+        raw.trim().chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+    if exists(&converted) { converted } else { raw.to_owned() }
+}
+
 fn problem(line: usize, column: usize, code: &str, message: String) -> ImportProblem {
     ImportProblem {
         line,
@@ -269,7 +281,8 @@ impl App {
                     let mut pr = problem(e.line, e.column, "", String::new());
                     pr.participant = Some(p.label.clone());
                     pr.event = Some(e.event_oid.clone());
-                    if design.event(&e.event_oid).is_none() {
+                    let event_oid = local_oid(&e.event_oid, |o| design.event(o).is_some());
+                    if design.event(&event_oid).is_none() {
                         pr.code = "unknown_event".into();
                         pr.message = format!("the design in Production has no event {}", e.event_oid);
                         report.push(true, pr);
@@ -291,7 +304,7 @@ impl App {
                         .study_events(p.id)
                         .await?
                         .into_iter()
-                        .find(|x| x.event_oid == e.event_oid && x.repeat_key == repeat);
+                        .find(|x| x.event_oid == event_oid && x.repeat_key == repeat);
                     let Some(ev) = occurrence.filter(|x| x.removal == "available") else {
                         pr.code = "event_not_scheduled".into();
                         pr.message =
@@ -352,15 +365,7 @@ impl App {
             pr
         };
         // OpenClinica 3 names the version; OpenClinica 4 the form and its layout (version).
-        let resolved: Option<(&casebook_domain::design::FormDef, &FormVersion)> =
-            design.form_version(&f.form_oid).or_else(|| {
-                let form = design.form(&f.form_oid)?;
-                let wanted = f.form_layout_oid.as_deref().or(f.version.as_deref());
-                match wanted {
-                    Some(w) => form.versions.iter().find(|v| v.oid.as_str() == w || v.label == w).map(|v| (form, v)),
-                    None => form.versions.last().map(|v| (form, v)),
-                }
-            });
+        let resolved = resolve_form(design, f);
         let Some((form, version)) = resolved else {
             report.push(
                 true,
@@ -455,12 +460,14 @@ impl App {
                 },
             };
             for item in &g.items {
+                let item_oid = local_oid(&item.oid, |o| version.items.iter().any(|i| i.oid.as_str() == o));
+                let group_oid = local_oid(&g.oid, |o| version.groups.iter().any(|x| x.oid.as_str() == o));
                 let mut pr = at(item.line, item.column, "", String::new());
                 pr.item = Some(item.oid.clone());
                 pr.row = Some(row);
                 pr.value = item.value.clone();
-                if let Some(def) = version.items.iter().find(|i| i.oid.as_str() == item.oid)
-                    && def.group_oid.as_str() != g.oid
+                if let Some(def) = version.items.iter().find(|i| i.oid.as_str() == item_oid)
+                    && def.group_oid.as_str() != group_oid
                 {
                     pr.code = "wrong_group".into();
                     pr.message = format!("{} belongs to item group {}, not {}", item.oid, def.group_oid, g.oid);
@@ -468,7 +475,7 @@ impl App {
                     continue;
                 }
                 let input = ValueInput {
-                    item: item.oid.clone(),
+                    item: item_oid.clone(),
                     row,
                     value: if item.is_null { None } else { item.value.clone() },
                     null_flavour: if item.is_null { item.reason_for_null.clone() } else { None },
@@ -524,8 +531,9 @@ fn resolve_form<'d>(
     design: &'d StudyDesign,
     f: &FormRecord,
 ) -> Option<(&'d casebook_domain::design::FormDef, &'d FormVersion)> {
-    design.form_version(&f.form_oid).or_else(|| {
-        let form = design.form(&f.form_oid)?;
+    let oid = local_oid(&f.form_oid, |o| design.form_version(o).is_some() || design.form(o).is_some());
+    design.form_version(&oid).or_else(|| {
+        let form = design.form(&oid)?;
         match f.form_layout_oid.as_deref().or(f.version.as_deref()) {
             Some(w) => form.versions.iter().find(|v| v.oid.as_str() == w || v.label == w).map(|v| (form, v)),
             None => form.versions.last().map(|v| (form, v)),
@@ -584,7 +592,8 @@ impl App {
                 }
                 Record::Event(e) => {
                     let repeat = e.repeat_key.as_deref().map_or(Some(1), |r| r.trim().parse::<i32>().ok());
-                    event = repeat.map(|r| (e.event_oid, r));
+                    let oid = local_oid(&e.event_oid, |o| design.event(o).is_some());
+                    event = repeat.map(|r| (oid, r));
                 }
                 Record::Form(f) => {
                     let (Some(p), Some((event_oid, repeat))) = (&subject, &event) else { continue };
@@ -599,13 +608,16 @@ impl App {
                             let calculated = version
                                 .items
                                 .iter()
-                                .find(|i| i.oid.as_str() == item.oid)
+                                .find(|i| {
+                                    i.oid.as_str()
+                                        == local_oid(&item.oid, |o| version.items.iter().any(|x| x.oid.as_str() == o))
+                                })
                                 .is_some_and(|i| i.widget.is_calculated());
                             if calculated {
                                 continue;
                             }
                             values.push(ValueInput {
-                                item: item.oid.clone(),
+                                item: local_oid(&item.oid, |o| version.items.iter().any(|i| i.oid.as_str() == o)),
                                 row,
                                 value: if item.is_null { None } else { item.value.clone() },
                                 null_flavour: if item.is_null { item.reason_for_null.clone() } else { None },
@@ -720,7 +732,8 @@ impl App {
                 }
                 Record::Event(e) => {
                     let repeat = e.repeat_key.as_deref().map_or(Some(1), |r| r.trim().parse::<i32>().ok());
-                    event = repeat.map(|r| (e.event_oid.clone(), r, e.line));
+                    let oid = local_oid(&e.event_oid, |o| design.event(o).is_some());
+                    event = repeat.map(|r| (oid, r, e.line));
                 }
                 Record::Form(f) => {
                     let end = f
@@ -817,10 +830,11 @@ impl App {
                 g.items.iter().map(move |item| (row, item))
             })
             .filter(|(_, item)| {
-                !version.items.iter().find(|i| i.oid.as_str() == item.oid).is_some_and(|i| i.widget.is_calculated())
+                let oid = local_oid(&item.oid, |o| version.items.iter().any(|i| i.oid.as_str() == o));
+                !version.items.iter().find(|i| i.oid.as_str() == oid).is_some_and(|i| i.widget.is_calculated())
             })
             .map(|(row, item)| ValueInput {
-                item: item.oid.clone(),
+                item: local_oid(&item.oid, |o| version.items.iter().any(|i| i.oid.as_str() == o)),
                 row,
                 value: if item.is_null { None } else { item.value.clone() },
                 null_flavour: if item.is_null { item.reason_for_null.clone() } else { None },

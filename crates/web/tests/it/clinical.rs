@@ -568,3 +568,79 @@ async fn oc4_t(t: TestApp) {
     let json: Value = r.json().await.unwrap();
     assert!(json["ODM"]["Study"]["MetaDataVersion"].is_object(), "{json}");
 }
+
+both!(the_shared_samples_with_bad_clinical_data_are_refused_at_their_lines, samples_t);
+async fn samples_t(t: TestApp) {
+    let admin = t.key("demo_admin").await;
+    let fixtures = std::env::var("CASEBOOK_FIXTURES")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures").to_owned());
+    let own = std::path::Path::new(&fixtures).join("odm/samples/own");
+    assert!(own.is_dir(), "the shared ODM samples are missing at {}", own.display());
+    let bad_date = std::fs::read_to_string(own.join("demo_xsdvalid_bad_date_value.xml")).unwrap();
+    let dangling = std::fs::read_to_string(own.join("demo_xsdvalid_dangling_itemoid.xml")).unwrap();
+
+    // A study built from the samples' own metadata, with their participant and events.
+    let (s, st) = t.post(&admin, "/api/v1/studies", json!({"protocol_id": "ODM-SAMPLES", "name": "Samples"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{st}");
+    let oid = st["oid"].as_str().unwrap().to_owned();
+    let valid = std::fs::read(own.join("demo_valid.xml")).unwrap();
+    let r = crate::client()
+        .post(t.url(&format!("/api/v1/studies/{oid}/design/odm?file_name=demo_valid.xml")))
+        .bearer_auth(&admin)
+        .body(valid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let imported: Value = r.json().await.unwrap();
+    assert_eq!(imported["events"], json!(["SE_SCREEN", "SE_VISIT"]), "dotted OIDs converted: {imported}");
+    let (s, p) = t.post(&admin, &format!("/api/v1/studies/{oid}/design/publish"), json!({})).await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    let (s, e) = t
+        .post(&admin, &format!("/api/v1/studies/{oid}/design/versions/{}/promote", p["version"]["number"]), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let (s, e) = t
+        .post(&admin, &format!("/api/v1/studies/{oid}/status"), json!({"status": "available", "reason": "test"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let (s, e) = t
+        .post(&admin, &format!("/api/v1/studies/{oid}/participants"),
+              json!({"site": oid, "label": "001-0001", "sex": "f", "date_of_birth": "1970-01-01", "enrolled_on": "2026-01-10"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{e}");
+    for (event, _) in [("SE_SCREEN", 1), ("SE_VISIT", 1)] {
+        let (s, e) = t
+            .post(&admin, &format!("/api/v1/studies/{oid}/participants/001-0001/events"), json!({"event": event}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{event}: {e}");
+    }
+
+    // The files name study S.DEMO and keep their dotted OIDs (the import reads them as the
+    // metadata import converted them); addressed to this study, each is refused at its line.
+    for (file, needle, item) in [(&bad_date, r#"Value="1970-13-45""#, "IT.BRTHDAT"), (&dangling, "ItemOID=\"", "")] {
+        let xml = file.replace(r#"ClinicalData StudyOID="S.DEMO""#, &format!(r#"ClinicalData StudyOID="{oid}""#));
+        let r = crate::client()
+            .post(t.url(&format!("/api/v1/studies/{oid}/clinical-data/import?dry_run=true")))
+            .bearer_auth(&admin)
+            .body(xml.clone())
+            .send()
+            .await
+            .unwrap();
+        let report: Value = r.json().await.unwrap();
+        assert_eq!(report["accepted"], false, "{report}");
+        if item.is_empty() {
+            // The dangling ItemOID: an item the design does not have.
+            assert!(report["errors"].as_array().unwrap().iter().any(|e| e["code"] == "unknown_item"), "{report}");
+        } else {
+            let e = report["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["item"] == item)
+                .unwrap_or_else(|| panic!("{report}"));
+            assert_eq!(e["line"].as_u64(), Some(line_of(&xml, needle) as u64), "{report}");
+            assert_eq!(e["value"], "1970-13-45", "{report}");
+        }
+    }
+}
