@@ -541,6 +541,28 @@ fn resolve_form<'d>(
     })
 }
 
+/// The values of an imported form as a save takes them: OIDs as the design knows them, repeat
+/// keys as rows, null flavours; calculated items left out (the server computes them).
+fn value_inputs(version: &FormVersion, f: &FormRecord) -> Vec<ValueInput> {
+    let mut out = Vec::new();
+    for g in &f.groups {
+        let row = g.repeat_key.as_deref().and_then(|k| k.trim().parse::<u32>().ok()).unwrap_or(1);
+        for item in &g.items {
+            let oid = local_oid(&item.oid, |o| version.items.iter().any(|i| i.oid.as_str() == o));
+            if version.items.iter().find(|i| i.oid.as_str() == oid).is_some_and(|i| i.widget.is_calculated()) {
+                continue;
+            }
+            out.push(ValueInput {
+                item: oid,
+                row,
+                value: if item.is_null { None } else { item.value.clone() },
+                null_flavour: if item.is_null { item.reason_for_null.clone() } else { None },
+            });
+        }
+    }
+    out
+}
+
 /// Whether an imported form is to be marked complete: OpenClinica 3 completes every imported
 /// form unless its `OpenClinica:Status` is "initial data entry"; OpenClinica 4 says so in
 /// `WorkflowStatus`.
@@ -601,29 +623,7 @@ impl App {
                     let loc = self.locate_form(who, study_oid, p, event_oid, *repeat, form.oid.as_str()).await?;
                     let existing =
                         tx.forms_of_event(loc.event.id).await?.into_iter().find(|x| x.form_oid == form.oid.as_str());
-                    let mut values = Vec::new();
-                    for g in &f.groups {
-                        let row = g.repeat_key.as_deref().and_then(|k| k.trim().parse::<u32>().ok()).unwrap_or(1);
-                        for item in &g.items {
-                            let calculated = version
-                                .items
-                                .iter()
-                                .find(|i| {
-                                    i.oid.as_str()
-                                        == local_oid(&item.oid, |o| version.items.iter().any(|x| x.oid.as_str() == o))
-                                })
-                                .is_some_and(|i| i.widget.is_calculated());
-                            if calculated {
-                                continue;
-                            }
-                            values.push(ValueInput {
-                                item: local_oid(&item.oid, |o| version.items.iter().any(|i| i.oid.as_str() == o)),
-                                row,
-                                value: if item.is_null { None } else { item.value.clone() },
-                                null_flavour: if item.is_null { item.reason_for_null.clone() } else { None },
-                            });
-                        }
-                    }
+                    let values = value_inputs(version, &f);
                     let input = SaveFormInput {
                         expected_version: existing.as_ref().map(|x| x.version),
                         form_version: Some(version.oid.to_string()),
@@ -822,24 +822,7 @@ impl App {
         let loc = self.locate_form(who, study_oid, participant, event_oid, repeat, form.oid.as_str()).await?;
         let mut tx = self.store().write(who.actor()).await?;
         let existing = tx.forms_of_event(loc.event.id).await?.into_iter().find(|x| x.form_oid == form.oid.as_str());
-        let values = f
-            .groups
-            .iter()
-            .flat_map(|g| {
-                let row = g.repeat_key.as_deref().and_then(|k| k.trim().parse::<u32>().ok()).unwrap_or(1);
-                g.items.iter().map(move |item| (row, item))
-            })
-            .filter(|(_, item)| {
-                let oid = local_oid(&item.oid, |o| version.items.iter().any(|i| i.oid.as_str() == o));
-                !version.items.iter().find(|i| i.oid.as_str() == oid).is_some_and(|i| i.widget.is_calculated())
-            })
-            .map(|(row, item)| ValueInput {
-                item: local_oid(&item.oid, |o| version.items.iter().any(|i| i.oid.as_str() == o)),
-                row,
-                value: if item.is_null { None } else { item.value.clone() },
-                null_flavour: if item.is_null { item.reason_for_null.clone() } else { None },
-            })
-            .collect();
+        let values = value_inputs(version, f);
         let input = SaveFormInput {
             expected_version: existing.as_ref().map(|x| x.version),
             form_version: Some(version.oid.to_string()),
