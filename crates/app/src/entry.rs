@@ -129,8 +129,6 @@ pub(crate) struct SaveOutcome {
     pub(crate) event_status: String,
     pub(crate) open: Vec<ValueProblem>,
     pub(crate) fired: Vec<crate::rules_engine::FiredAction>,
-    #[allow(dead_code)]
-    pub(crate) form_data_id: i64,
 }
 
 /// A value held in the form: canonical text or a null flavour.
@@ -528,13 +526,7 @@ impl App {
             && input.notes.is_empty()
             && auto_noted.is_empty()
         {
-            return Ok(SaveOutcome {
-                changed: false,
-                event_status: loc.event.status.clone(),
-                open,
-                fired: Vec::new(),
-                form_data_id: form_row_id,
-            });
+            return Ok(SaveOutcome { changed: false, event_status: loc.event.status.clone(), open, fired: Vec::new() });
         }
         // The optimistic lock: the form is still in the version the save was based on.
         if let Some(f) = &existing
@@ -597,6 +589,9 @@ impl App {
             }
             _ => None,
         };
+        // The notes to open: typed ones (a Failed Validation Check during entry, a Reason for
+        // Change once complete) and, on import, one for each value failing a soft check.
+        let mut to_open: Vec<(Slot, NoteType, String)> = Vec::new();
         for n in &input.notes {
             let Some(item) = version.items.iter().find(|i| i.oid.as_str() == n.item || i.name == n.item) else {
                 return Err(AppError::invalid("notes", format!("the form has no item {}", n.item)));
@@ -612,8 +607,21 @@ impl App {
                     format!("a note is at most {} characters", crate::notes::MAX_DESCRIPTION),
                 ));
             }
-            let row = i32::try_from(n.row).unwrap_or(i32::MAX);
-            let key = format!("{form_key}/{}[{}]/{}", item.group_oid, n.row, item.oid);
+            to_open.push((
+                slot(item.group_oid.as_str(), i32::try_from(n.row).unwrap_or(i32::MAX), item.oid.as_str()),
+                kind,
+                text.to_owned(),
+            ));
+        }
+        for (s, message) in &auto_noted {
+            to_open.push((
+                s.clone(),
+                NoteType::FailedValidationCheck,
+                format!("Imported value fails a check: {message}"),
+            ));
+        }
+        for (s, kind, text) in &to_open {
+            let key = format!("{form_key}/{}[{}]/{}", s.group_oid, s.row, s.item_oid);
             let assignee = if kind.has_workflow() {
                 owner.as_ref().map(|u| (u.id, u.username.clone(), u.email.clone()))
             } else {
@@ -628,13 +636,13 @@ impl App {
                     entity_type: "item_data",
                     study_event_id: Some(loc.event.id),
                     form_data_id: Some(form_row_id),
-                    group_oid: Some(item.group_oid.as_str()),
-                    row: Some(row),
-                    item_oid: Some(item.oid.as_str()),
+                    group_oid: Some(&s.group_oid),
+                    row: Some(i32::try_from(s.row).unwrap_or(i32::MAX)),
+                    item_oid: Some(&s.item_oid),
                     column: "value",
                     entity_key: &key,
                 },
-                kind,
+                *kind,
                 text,
                 None,
                 assignee,
@@ -652,33 +660,6 @@ impl App {
                     .study(Some(loc.study.id), loc.site_id)
                     .old(serde_json::json!({ "status": status.as_str() }))
                     .new_value(serde_json::json!({ "status": next.as_str() })),
-            )
-            .await?;
-        }
-        for (s, message) in &auto_noted {
-            let key = format!("{form_key}/{}[{}]/{}", s.group_oid, s.row, s.item_oid);
-            let assignee = owner.as_ref().map(|u| (u.id, u.username.clone(), u.email.clone()));
-            crate::notes::open_in_tx(
-                tx,
-                &crate::notes::ThreadPlace {
-                    study_id: loc.study.id,
-                    site_id: loc.participant.site_id,
-                    participant_id: loc.participant.id,
-                    entity_type: "item_data",
-                    study_event_id: Some(loc.event.id),
-                    form_data_id: Some(form_row_id),
-                    group_oid: Some(&s.group_oid),
-                    row: Some(i32::try_from(s.row).unwrap_or(i32::MAX)),
-                    item_oid: Some(&s.item_oid),
-                    column: "value",
-                    entity_key: &key,
-                },
-                NoteType::FailedValidationCheck,
-                &format!("Imported value fails a check: {message}"),
-                None,
-                assignee,
-                None,
-                loc.site_id,
             )
             .await?;
         }
@@ -727,13 +708,7 @@ impl App {
         } else {
             next
         };
-        Ok(SaveOutcome {
-            changed: true,
-            event_status: next.as_str().to_owned(),
-            open,
-            fired: rules_run.fired,
-            form_data_id: form_row_id,
-        })
+        Ok(SaveOutcome { changed: true, event_status: next.as_str().to_owned(), open, fired: rules_run.fired })
     }
 
     /// Marks a form complete: no required item may be empty and no check may fail; with an
