@@ -238,6 +238,26 @@ async fn demo_server_signs_in(target: Target) {
     let (code, _, err) = run(&["export", "--study", "S_NOPE"], &target, None);
     assert_ne!(code, 0);
     assert!(err.contains("not found"), "{err}");
+
+    // The exported file checks clean as an import (dry run); the demo's rules file previews.
+    let file = temp_dir("export").join("demo.xml");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, &out).unwrap();
+    let (code, report, err) = run(&["import", file.to_str().unwrap(), "--study", "S_DEMO", "--dry-run"], &target, None);
+    assert_eq!(code, 0, "{report}{err}");
+    assert!(report.contains("accepted (dry run: nothing written)"), "{report}");
+    let broken = out.replacen("Value=\"", "Value=\"x", 1);
+    std::fs::write(&file, broken).unwrap();
+    let (code, report, _) = run(&["import", file.to_str().unwrap(), "--study", "S_DEMO", "--dry-run"], &target, None);
+    assert_eq!(code, 1, "{report}");
+    assert!(report.contains("error: line "), "{report}");
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/demo/rules/demo_rules.xml");
+    let (code, preview, err) = run(&["rules", "import", rules, "--study", "S_DEMO", "--preview"], &target, None);
+    assert_eq!(code, 0, "{preview}{err}");
+    assert!(
+        preview.contains("R_VS_TACHYCARDIA") && preview.contains("preview (nothing saved): 7 rule(s)"),
+        "{preview}"
+    );
     target.drop_db().await;
 }
 

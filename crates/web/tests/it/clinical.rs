@@ -150,9 +150,13 @@ async fn oc_t(t: TestApp) {
     // Bad flags are named.
     let (s, e) = get_text(&t, &dm, "/OpenClinica/rest/clinicaldata/xml/view/S_DEMO/*/*/*?includeDNs=maybe").await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
-    // No data: 204 for JSON.
-    let (s, _) = get_text(&t, &crc_b, "/OpenClinica/rest/clinicaldata/json/view/S_DEMOB/*/SE_FOLLOWUP/*").await;
-    assert!(s == StatusCode::OK || s == StatusCode::NO_CONTENT, "{s}");
+    // An event nobody has: the participant is there, with no event data.
+    let (s, body) = get_text(&t, &crc_b, "/OpenClinica/rest/clinicaldata/json/view/S_DEMOB/*/SE_FOLLOWUP/*").await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let json: Value = serde_json::from_str(&body).unwrap();
+    let subject = &json["ODM"]["ClinicalData"]["SubjectData"];
+    assert_eq!(subject["@OpenClinica:StudySubjectID"], b1.as_str(), "{json}");
+    assert!(subject.get("StudyEventData").is_none(), "{json}");
 }
 
 fn line_of(text: &str, needle: &str) -> usize {
