@@ -403,3 +403,27 @@ async fn roles_t(t: TestApp) {
         }
     }
 }
+
+// A form hidden from sites: site staff cannot write notes on it (as if it did not exist).
+both!(notes_on_a_form_hidden_from_sites_are_refused_to_site_staff, hidden_t);
+async fn hidden_t(t: TestApp) {
+    let dm = t.key("demo_dm").await;
+    let (s, e) = t
+        .send(&dm, reqwest::Method::PUT, "/api/v1/studies/S_DEMO/design/events/SE_BASELINE",
+              json!({"name": "Baseline", "type": "scheduled", "forms": [{"form": "F_VITAL_SIGNS", "hidden_from_sites": true}]}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let (_, p) = t.post(&dm, "/api/v1/studies/S_DEMO/design/publish", json!({})).await;
+    let (s, _) = t
+        .post(&dm, &format!("/api/v1/studies/S_DEMO/design/versions/{}/promote", p["version"]["number"]), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let label = participant_with_vitals(&t, &dm).await;
+    let crc = t.key("demo_crc").await;
+    let mut annotation = query_on_weight(&label, "seen");
+    annotation["type"] = json!("annotation");
+    let (s, e) = t.post(&crc, NOTES, annotation).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
+    let (s, q) = t.post(&dm, NOTES, query_on_weight(&label, "Check the weight")).await;
+    assert_eq!(s, StatusCode::CREATED, "{q}");
+}
