@@ -676,6 +676,16 @@ impl App {
         if !access.sees_site(head.site_id) {
             return Err(AppError::NotFound("note"));
         }
+        if !access.study_wide()
+            && let (Some(event), Some(form)) = (&head.event_oid, &head.form_oid)
+            && self
+                .hidden_forms_by_site(study.id, &[head.site_id])
+                .await?
+                .get(&head.site_id)
+                .is_some_and(|h| h.contains(&format!("|{event}/{form}|")))
+        {
+            return Err(AppError::NotFound("note"));
+        }
         let messages = self.store().thread_messages(id).await?;
         Ok(thread_view(head, self.store().clock().now(), Some(messages)))
     }
@@ -750,6 +760,33 @@ impl App {
         Ok(out)
     }
 
+    /// For each of these sites, the forms of the design in Production hidden from the site's
+    /// staff, as `|EVENT_OID/FORM_OID|…|` (sites hiding nothing are left out): site staff do not
+    /// see threads on them.
+    async fn hidden_forms_by_site(
+        &self,
+        study_id: i64,
+        site_ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, String>, AppError> {
+        let mut out = std::collections::HashMap::new();
+        let Some((_, design)) = self.production_design_opt(study_id).await? else {
+            return Ok(out);
+        };
+        for site in self.store().sites_of(study_id).await?.into_iter().filter(|s| site_ids.contains(&s.id)) {
+            let mut hidden = String::new();
+            for event in &design.events {
+                for ef in event.forms.iter().filter(|ef| ef.hidden_at(Some(&site.oid))) {
+                    hidden.push_str(&format!("|{}/{}", event.oid.as_str(), ef.form_oid.as_str()));
+                }
+            }
+            if !hidden.is_empty() {
+                hidden.push('|');
+                out.insert(site.id, hidden);
+            }
+        }
+        Ok(out)
+    }
+
     async fn note_filter(
         &self,
         who: &Principal,
@@ -770,6 +807,9 @@ impl App {
             item_oid: text(&params.item),
             ..ThreadFilter::default()
         };
+        if let Some(sites) = &filter.site_ids {
+            filter.hidden_forms = self.hidden_forms_by_site(study.id, sites).await?;
+        }
         if !(1..=500).contains(&filter.limit) {
             errors.push(casebook_domain::FieldError::new("limit", "must be between 1 and 500"));
         }

@@ -119,6 +119,9 @@ pub struct ThreadFilter {
     pub created_before: Option<OffsetDateTime>,
     /// Threads created at or after this time.
     pub created_after: Option<OffsetDateTime>,
+    /// Per site (site-level users), the forms hidden from that site's staff, as
+    /// `|EVENT_OID/FORM_OID|…|`: their threads are not listed.
+    pub hidden_forms: std::collections::HashMap<i64, String>,
     pub offset: i64,
     pub limit: i64,
 }
@@ -139,7 +142,9 @@ pub struct OutboxRow {
     pub sent_at: Option<OffsetDateTime>,
 }
 
-/// The shared WHERE clause of lists and counts ($1 study … $13 created_after).
+/// The shared WHERE clause of lists and counts ($1 study … $12 created_after, $13 the forms
+/// hidden from the site as `|EVENT/FORM|…|`: `replace` and `length` mean the same in both
+/// dialects, where a list parameter would not).
 macro_rules! thread_where {
     ($tail:literal) => {
         concat!(
@@ -147,7 +152,9 @@ macro_rules! thread_where {
              AND ($4 IS NULL OR t.status = $4) AND ($5 = FALSE OR t.status IN ('new', 'updated', 'resolution_proposed')) \
              AND ($6 IS NULL OR t.note_type = $6) AND ($7 IS NULL OR t.assigned_to = $7) \
              AND ($8 IS NULL OR e.event_oid = $8) AND ($9 IS NULL OR f.form_oid = $9) AND ($10 IS NULL OR t.item_oid = $10) \
-             AND ($11 IS NULL OR t.created_at <= $11) AND ($12 IS NULL OR t.created_at >= $12) ",
+             AND ($11 IS NULL OR t.created_at <= $11) AND ($12 IS NULL OR t.created_at >= $12) \
+             AND ($13 IS NULL OR t.form_data_id IS NULL \
+                  OR replace($13, '|' || e.event_oid || '/' || f.form_oid || '|', '') = $13) ",
             $tail
         )
     };
@@ -167,6 +174,7 @@ macro_rules! bind_filter {
             .bind($f.item_oid.as_deref())
             .bind($f.created_before)
             .bind($f.created_after)
+            .bind($site.and_then(|s: i64| $f.hidden_forms.get(&s)).map(String::as_str))
     };
 }
 
@@ -203,7 +211,7 @@ impl Store {
         let mut out = Vec::new();
         for site in sites {
             let rows: Vec<ThreadRow> = on_db!(self.db(), p => bind_filter!(
-                sqlx::query_as(thread_select!(thread_where!("ORDER BY t.id LIMIT $13 OFFSET $14"))), f, site)
+                sqlx::query_as(thread_select!(thread_where!("ORDER BY t.id LIMIT $14 OFFSET $15"))), f, site)
                 .bind(f.limit + f.offset).bind(0_i64).fetch_all(p).await?);
             out.extend(rows);
         }

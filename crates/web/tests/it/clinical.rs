@@ -32,7 +32,7 @@ async fn save_vitals(t: &TestApp, key: &str, label: &str, values: Value) -> Valu
     saved
 }
 
-async fn get_text(t: &TestApp, key: &str, path: &str) -> (StatusCode, String) {
+pub(crate) async fn get_text(t: &TestApp, key: &str, path: &str) -> (StatusCode, String) {
     let r = crate::client().get(t.url(path)).bearer_auth(key).send().await.unwrap();
     let s = r.status();
     (s, r.text().await.unwrap())

@@ -426,4 +426,22 @@ async fn hidden_t(t: TestApp) {
     assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
     let (s, q) = t.post(&dm, NOTES, query_on_weight(&label, "Check the weight")).await;
     assert_eq!(s, StatusCode::CREATED, "{q}");
+    let id = q["id"].as_i64().unwrap();
+
+    // Study staff list it; site staff see neither the thread, nor it counted, nor it in the CSV.
+    let (_, all) = t.get(&dm, &format!("{NOTES}?participant={label}")).await;
+    assert_eq!(all["total"], 1, "{all}");
+    assert_eq!(all["threads"][0]["id"], id);
+    let (s, site) = t.get(&crc, &format!("{NOTES}?participant={label}")).await;
+    assert_eq!(s, StatusCode::OK, "{site}");
+    assert_eq!(site["total"], 0, "a thread on a hidden form is listed to site staff: {site}");
+    assert!(site["threads"].as_array().unwrap().is_empty(), "{site}");
+    let (s, _) = t.get(&crc, &format!("{NOTES}/{id}")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = t.get(&dm, &format!("{NOTES}/{id}")).await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, csv) = crate::clinical::get_text(&t, &crc, &format!("{NOTES}.csv?participant={label}")).await;
+    assert!(!csv.contains("Check the weight"), "{csv}");
+    let (_, csv) = crate::clinical::get_text(&t, &dm, &format!("{NOTES}.csv?participant={label}")).await;
+    assert!(csv.contains("Check the weight"), "{csv}");
 }
