@@ -444,18 +444,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let app = open(&settings).await?;
             let who = app.cli_principal(as_user.as_deref()).await.map_err(app_error)?;
             let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("clinical-data.xml").to_owned();
+            std::fs::metadata(&file).with_context(|| format!("reading {}", file.display()))?;
+            let source = casebook_app::import::ImportSource::file(file.clone(), false);
+            let watcher = tokio::spawn(watch_import(std::sync::Arc::clone(source.progress())));
             let report = if dry_run {
-                let f = std::fs::File::open(&file).with_context(|| format!("reading {}", file.display()))?;
-                app.check_clinical_import(&who, &study, &name, std::io::BufReader::new(f), None).await
+                app.check_clinical_source(&who, &study, &name, source).await
+            } else if mode == "per-record" {
+                app.import_clinical_per_record(&who, &study, &name, source).await
             } else {
-                let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-                if mode == "per-record" {
-                    app.import_clinical_per_record(&who, &study, &name, &bytes).await
-                } else {
-                    app.import_clinical(&who, &study, &name, &bytes).await
-                }
-            }
-            .map_err(app_error)?;
+                app.import_clinical(&who, &study, &name, source).await
+            };
+            watcher.abort();
+            let report = report.map_err(app_error)?;
             if !report.log.is_empty() {
                 print!("{}", report.log_csv(app.store().clock().now()));
             }
@@ -616,6 +616,37 @@ async fn show_audit(
     Ok(())
 }
 
+/// Reports an import's progress on standard error (a line when a pass starts, then every two
+/// seconds), and cancels it on Ctrl-C: an all-or-nothing import then writes nothing.
+async fn watch_import(progress: std::sync::Arc<casebook_app::import::ImportProgress>) {
+    let mut last_phase = "";
+    let mut ticks = tokio::time::interval(std::time::Duration::from_millis(200));
+    let mut n: u32 = 0;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = &mut ctrl_c => {
+                eprintln!("cancelling the import (Ctrl-C) ...");
+                progress.cancel();
+                return;
+            }
+        }
+        n += 1;
+        let v = progress.view();
+        if v.phase != last_phase || n.is_multiple_of(10) {
+            if v.phase == "checking" || v.phase == "writing" {
+                eprintln!(
+                    "{}: {}% ({} of {} bytes read, {} forms written)",
+                    v.phase, v.percent, v.bytes_read, v.total_bytes, v.forms_written
+                );
+            }
+            last_phase = v.phase;
+        }
+    }
+}
+
 async fn design_import(
     app: &App,
     file: &std::path::Path,
@@ -715,6 +746,10 @@ async fn serve(settings: config::Settings, demo: bool) -> Result<()> {
     } else if app.store().count_users().await? == 0 {
         println!("No accounts yet. Create the first administrator with:");
         println!("  casebook user create-admin --username admin --password-stdin");
+    }
+    let interrupted = app.fail_interrupted_jobs().await.map_err(app_error)?;
+    if interrupted > 0 {
+        tracing::warn!(jobs = interrupted, "import jobs interrupted by the last stop were marked failed");
     }
     let listener = tokio::net::TcpListener::bind(&settings.server.bind)
         .await

@@ -239,7 +239,7 @@ impl App {
             return Err(AppError::Unauthenticated("the account is not active"));
         }
         if now - session.last_seen_at > time::Duration::seconds(30) {
-            store.touch_session(session.id, now).await?;
+            touch_later(store, Touch::Session(session.id), now);
         }
         let channel: Channel = session.channel.parse().unwrap_or(Channel::Ui);
         let via = Via::Session { session_id: session.id, csrf_token: session.csrf_token };
@@ -267,7 +267,10 @@ impl App {
         if user.status != UserStatus::Active.as_str() {
             return Err(AppError::Unauthenticated("the account is not active"));
         }
-        store.touch_api_key(row.id, store.clock().now()).await?;
+        let now = store.clock().now();
+        if row.last_used_at.is_none_or(|t| now - t > time::Duration::minutes(1)) {
+            touch_later(store, Touch::ApiKey(row.id), now);
+        }
         Ok(Principal::from_user(&user, Via::ApiKey { key_id: row.id }, Channel::Api, request_id))
     }
 
@@ -397,4 +400,25 @@ impl App {
         let Some(user) = self.store().user_by_id(who.user_id).await? else { return Ok(false) };
         Ok(verify_password(password.to_owned(), user.password_hash).await)
     }
+}
+
+/// What was used.
+enum Touch {
+    Session(i64),
+    ApiKey(i64),
+}
+
+/// Records a use of a session or key in the background: bookkeeping must not hold a request up
+/// (on SQLite, a long import holds the only write lock) nor fail it.
+fn touch_later(store: &casebook_store::Store, what: Touch, now: OffsetDateTime) {
+    let store = store.clone();
+    tokio::spawn(async move {
+        let done = match what {
+            Touch::Session(id) => store.touch_session(id, now).await,
+            Touch::ApiKey(id) => store.touch_api_key(id, now).await,
+        };
+        if let Err(e) = done {
+            tracing::debug!(error = %e, "recording the use of a session or API key failed");
+        }
+    });
 }

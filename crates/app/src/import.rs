@@ -15,6 +15,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufRead;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use casebook_domain::capture::evaluate::{EvalContext, Slot, evaluate};
 use casebook_domain::capture::status::EventStatus;
@@ -74,6 +77,9 @@ pub struct ImportReport {
     pub written_forms: usize,
     /// Forms the import marked complete.
     pub completed_forms: usize,
+    /// Per-record mode: the import was cancelled; the forms logged before it were written.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cancelled: bool,
     /// Per-record mode: one row per form with what happened to it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub log: Vec<ImportLogRow>,
@@ -125,6 +131,213 @@ impl ImportReport {
         }
         out
     }
+}
+
+/// Where a running import stands, shared with whoever watches it (a job's progress) and the
+/// way to stop it: the import looks at [`ImportProgress::cancel`] between records.
+#[derive(Debug, Default)]
+pub struct ImportProgress {
+    bytes_read: AtomicU64,
+    total_bytes: AtomicU64,
+    /// 0 waiting, 1 checking the file, 2 writing, 3 finished.
+    phase: AtomicU8,
+    forms_written: AtomicU64,
+    cancelled: AtomicBool,
+}
+
+/// A snapshot of an [`ImportProgress`].
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ProgressView {
+    /// `waiting`, `checking` (the first pass: every record validated), `writing` (the second
+    /// pass) or `finished`.
+    pub phase: &'static str,
+    /// Bytes of the file read by the current pass.
+    pub bytes_read: u64,
+    pub total_bytes: u64,
+    /// The whole import's progress: the check is the first half, the writing the second.
+    pub percent: u8,
+    pub forms_written: u64,
+    pub cancel_requested: bool,
+}
+
+impl ImportProgress {
+    /// Asks the import to stop: all or nothing, nothing is written; per record, the forms
+    /// written before the request stay.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`Self::cancel`] was called.
+    #[must_use]
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+
+    fn start_pass(&self, phase: u8) {
+        self.bytes_read.store(0, Ordering::Relaxed);
+        self.phase.store(phase, Ordering::Relaxed);
+    }
+
+    fn wrote_form(&self) {
+        self.forms_written.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Where the import stands now.
+    #[must_use]
+    pub fn view(&self) -> ProgressView {
+        let (read, total) = (self.bytes_read.load(Ordering::Relaxed), self.total_bytes.load(Ordering::Relaxed));
+        let phase = self.phase.load(Ordering::Relaxed);
+        let pass = u8::try_from((read.min(total) * 50).checked_div(total).unwrap_or(0)).unwrap_or(50);
+        ProgressView {
+            phase: ["waiting", "checking", "writing", "finished"][usize::from(phase.min(3))],
+            bytes_read: read,
+            total_bytes: total,
+            percent: match phase {
+                0 => 0,
+                1 => pass,
+                2 => 50 + pass,
+                _ => 100,
+            },
+            forms_written: self.forms_written.load(Ordering::Relaxed),
+            cancel_requested: self.is_cancelled(),
+        }
+    }
+}
+
+/// A file on disk an import reads (twice: the check, then the writing), deleted with the last
+/// handle when it was spooled from an upload.
+#[derive(Debug)]
+pub struct ImportFile {
+    path: PathBuf,
+    delete: bool,
+}
+
+impl Drop for ImportFile {
+    fn drop(&mut self) {
+        if self.delete
+            && let Err(e) = std::fs::remove_file(&self.path)
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "an uploaded import file could not be deleted");
+        }
+    }
+}
+
+/// What an import reads: bytes in memory (small files, tests) or a file on disk (uploads are
+/// spooled to disk, so a file of any size is read with constant memory), with the progress it
+/// reports to.
+#[derive(Debug, Clone)]
+pub struct ImportSource {
+    data: SourceData,
+    progress: Arc<ImportProgress>,
+}
+
+#[derive(Debug, Clone)]
+enum SourceData {
+    Bytes(Arc<[u8]>),
+    File(Arc<ImportFile>),
+}
+
+impl ImportSource {
+    /// A file on disk; `delete_when_done`: removed once the last clone of the source is gone
+    /// (an upload spooled to a temporary file).
+    #[must_use]
+    pub fn file(path: PathBuf, delete_when_done: bool) -> Self {
+        Self::from_data(SourceData::File(Arc::new(ImportFile { path, delete: delete_when_done })))
+    }
+
+    fn from_data(data: SourceData) -> Self {
+        Self { data, progress: Arc::new(ImportProgress::default()) }
+    }
+
+    /// Reports to `progress` (and obeys its cancellation).
+    #[must_use]
+    pub fn with_progress(mut self, progress: Arc<ImportProgress>) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// The progress this source reports to.
+    #[must_use]
+    pub fn progress(&self) -> &Arc<ImportProgress> {
+        &self.progress
+    }
+
+    /// Opens the data for one pass, counting what is read.
+    ///
+    /// # Errors
+    /// When the file cannot be opened.
+    pub fn open(&self) -> std::io::Result<Box<dyn BufRead + Send>> {
+        let (inner, len): (Box<dyn BufRead + Send>, u64) = match &self.data {
+            SourceData::Bytes(b) => (Box::new(std::io::Cursor::new(Arc::clone(b))), b.len() as u64),
+            SourceData::File(f) => {
+                let file = std::fs::File::open(&f.path)?;
+                let len = file.metadata()?.len();
+                (Box::new(std::io::BufReader::with_capacity(256 * 1024, file)), len)
+            }
+        };
+        self.progress.total_bytes.store(len, Ordering::Relaxed);
+        Ok(Box::new(Counting { inner, progress: Arc::clone(&self.progress) }))
+    }
+
+    /// The first `ClinicalData/@StudyOID` of the file.
+    #[must_use]
+    pub fn study_oid(&self) -> Option<String> {
+        let mut reader = ClinicalReader::new(self.open().ok()?);
+        while let Ok(Some(r)) = reader.next_record() {
+            if let Record::Study(s) = r {
+                return Some(s.study_oid);
+            }
+        }
+        None
+    }
+}
+
+impl From<Vec<u8>> for ImportSource {
+    fn from(b: Vec<u8>) -> Self {
+        Self::from_data(SourceData::Bytes(b.into()))
+    }
+}
+
+impl From<&[u8]> for ImportSource {
+    fn from(b: &[u8]) -> Self {
+        Self::from_data(SourceData::Bytes(b.into()))
+    }
+}
+
+impl From<&ImportSource> for ImportSource {
+    fn from(s: &ImportSource) -> Self {
+        s.clone()
+    }
+}
+
+/// A reader that adds what is consumed to the progress.
+struct Counting {
+    inner: Box<dyn BufRead + Send>,
+    progress: Arc<ImportProgress>,
+}
+
+impl std::io::Read for Counting {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+impl BufRead for Counting {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.progress.bytes_read.fetch_add(amt as u64, Ordering::Relaxed);
+        self.inner.consume(amt);
+    }
+}
+
+/// The error of a cancelled import.
+fn cancelled() -> AppError {
+    AppError::Conflict("the import was cancelled; nothing more was written".to_owned())
 }
 
 /// Where the reader stands: the participant and event occurrence of the records that follow.
@@ -180,7 +393,6 @@ impl App {
     /// # Errors
     /// [`AppError::NotFound`] for an invisible study; [`AppError::Forbidden`] without the
     /// import permission anywhere in the study. Problems of the file are in the report.
-    #[allow(clippy::too_many_lines)]
     pub async fn check_clinical_import<R: BufRead + Send>(
         &self,
         who: &Principal,
@@ -188,6 +400,39 @@ impl App {
         file_name: &str,
         input: R,
         max_bytes: Option<u64>,
+    ) -> Result<ImportReport, AppError> {
+        self.check_impl(who, study_oid, file_name, input, max_bytes, None).await
+    }
+
+    /// [`Self::check_clinical_import`] of a source, reporting to its progress (a dry-run job).
+    ///
+    /// # Errors
+    /// As [`Self::check_clinical_import`]; a conflict when cancelled.
+    pub async fn check_clinical_source(
+        &self,
+        who: &Principal,
+        study_oid: &str,
+        file_name: &str,
+        source: impl Into<ImportSource>,
+    ) -> Result<ImportReport, AppError> {
+        let source = source.into();
+        let progress = Arc::clone(source.progress());
+        progress.start_pass(1);
+        let input = source.open().map_err(|e| AppError::invalid("file", format!("the file cannot be read: {e}")))?;
+        let report = self.check_impl(who, study_oid, file_name, input, None, Some(&progress)).await?;
+        progress.start_pass(3);
+        Ok(report)
+    }
+
+    #[allow(clippy::too_many_lines)]
+    async fn check_impl<R: BufRead + Send>(
+        &self,
+        who: &Principal,
+        study_oid: &str,
+        file_name: &str,
+        input: R,
+        max_bytes: Option<u64>,
+        progress: Option<&ImportProgress>,
     ) -> Result<ImportReport, AppError> {
         let (study, access) = self.study_with_access(who, study_oid).await?;
         let sites = self.store().sites_of(study.id).await?;
@@ -203,6 +448,9 @@ impl App {
         let mut reader = ClinicalReader::with_max_bytes(input, max_bytes);
         let mut place = Place::default();
         loop {
+            if progress.is_some_and(ImportProgress::is_cancelled) {
+                return Err(cancelled());
+            }
             let record = match reader.next_record() {
                 Ok(Some(r)) => r,
                 Ok(None) => break,
@@ -592,21 +840,29 @@ impl App {
         who: &Principal,
         study_oid: &str,
         file_name: &str,
-        bytes: &[u8],
+        source: impl Into<ImportSource>,
     ) -> Result<ImportReport, AppError> {
-        let mut report = self.check_clinical_import(who, study_oid, file_name, bytes, None).await?;
+        let source = source.into();
+        let progress = Arc::clone(source.progress());
+        let mut report = self.check_clinical_source(who, study_oid, file_name, &source).await?;
         report.dry_run = false;
         if !report.accepted {
             return Ok(report);
         }
+        progress.start_pass(2);
         let (study, _) = self.study_with_access(who, study_oid).await?;
         let (_, design) = self.production_design(study.id).await?;
         let rules = self.active_rules(study.id).await?;
         let mut tx = self.store().write(who.actor()).await?;
-        let mut reader = ClinicalReader::new(bytes);
+        let input = source.open().map_err(|e| AppError::invalid("file", format!("the file cannot be read: {e}")))?;
+        let mut reader = ClinicalReader::new(input);
         let mut subject: Option<String> = None;
         let mut event: Option<(String, i32)> = None;
         while let Some(record) = reader.next_record().map_err(|d| AppError::invalid("file", d.message))? {
+            // Dropping the transaction rolls everything back.
+            if progress.is_cancelled() {
+                return Err(cancelled());
+            }
             match record {
                 Record::Subject(s) => {
                     subject = s.subject.key.filter(|k| !k.is_empty()).or(s.subject.label);
@@ -632,6 +888,7 @@ impl App {
                         notes: Vec::new(),
                     };
                     let out = self.save_in(&mut tx, &loc, form.oid.as_str(), input, &rules, true).await?;
+                    progress.wrote_form();
                     if out.changed {
                         report.written_forms += 1;
                     }
@@ -651,7 +908,11 @@ impl App {
                 })),
         )
         .await?;
+        if progress.is_cancelled() {
+            return Err(cancelled());
+        }
         tx.commit().await?;
+        progress.start_pass(3);
         Ok(report)
     }
 
@@ -710,20 +971,28 @@ impl App {
         who: &Principal,
         study_oid: &str,
         file_name: &str,
-        bytes: &[u8],
+        source: impl Into<ImportSource>,
     ) -> Result<ImportReport, AppError> {
-        let mut report = self.check_clinical_import(who, study_oid, file_name, bytes, None).await?;
+        let source = source.into();
+        let progress = Arc::clone(source.progress());
+        let mut report = self.check_clinical_source(who, study_oid, file_name, &source).await?;
         report.dry_run = false;
+        progress.start_pass(2);
         let (study, _) = self.study_with_access(who, study_oid).await?;
         let (_, design) = self.production_design(study.id).await?;
         let rules = self.active_rules(study.id).await?;
         // Problems of the whole file stop everything.
         let whole_file = report.errors.iter().any(|e| e.code == "wrong_study");
-        let mut reader = ClinicalReader::new(bytes);
+        let input = source.open().map_err(|e| AppError::invalid("file", format!("the file cannot be read: {e}")))?;
+        let mut reader = ClinicalReader::new(input);
         let mut subject: Option<(String, usize)> = None;
         let mut event: Option<(String, i32, usize)> = None;
         // A fatal reading error ends the stream: the forms before it were written.
         while let Ok(Some(record)) = reader.next_record() {
+            if progress.is_cancelled() {
+                report.cancelled = true;
+                break;
+            }
             match record {
                 Record::Subject(s) => {
                     let key = s.subject.key.clone().filter(|k| !k.is_empty()).or(s.subject.label.clone());
@@ -784,6 +1053,7 @@ impl App {
                         .await;
                     match result {
                         Ok((status, completed)) => {
+                            progress.wrote_form();
                             row.status = status;
                             if status != "No Change" {
                                 report.written_forms += 1;
@@ -800,7 +1070,9 @@ impl App {
                 Record::Study(_) | Record::Notes(_) => {}
             }
         }
-        report.accepted = report.log.iter().all(|r| r.status != "Failed") && report.errors.is_empty();
+        report.accepted =
+            !report.cancelled && report.log.iter().all(|r| r.status != "Failed") && report.errors.is_empty();
+        progress.start_pass(3);
         Ok(report)
     }
 

@@ -30,6 +30,7 @@ pub mod studies;
 pub use access::Access;
 pub use auth::Principal;
 pub use error::AppError;
+pub use error::anyhow_like;
 
 use casebook_domain::design::StudyDesign;
 use casebook_domain::password::PasswordPolicy;
@@ -111,6 +112,8 @@ pub struct App {
     /// Published designs by (study id, version number), parsed once: published versions never
     /// change (the database refuses it), so an entry never goes stale.
     designs: Arc<std::sync::Mutex<DesignCache>>,
+    /// The progress of the import jobs this server runs.
+    jobs: Arc<std::sync::Mutex<jobs::RunningJobs>>,
 }
 
 /// Parsed designs by (study id, version number).
@@ -122,7 +125,13 @@ const DESIGN_CACHE_SIZE: usize = 64;
 impl App {
     #[must_use]
     pub fn new(store: Store, security: SecuritySettings) -> Self {
-        Self { store, security: Arc::new(security), dummy_hash: Arc::default(), designs: Arc::default() }
+        Self {
+            store,
+            security: Arc::new(security),
+            dummy_hash: Arc::default(),
+            designs: Arc::default(),
+            jobs: Arc::default(),
+        }
     }
 
     #[must_use]

@@ -14,6 +14,8 @@ pub struct JobRow {
     pub study_id: i64,
     pub kind: String,
     pub status: String,
+    /// `all-or-nothing`, `per-record` or `dry-run` (unknown for jobs from before modes).
+    pub mode: Option<String>,
     pub file_name: String,
     pub summary: Option<String>,
     pub log: Option<String>,
@@ -27,7 +29,7 @@ pub struct JobRow {
 macro_rules! job_select {
     ($tail:literal) => {
         concat!(
-            "SELECT j.id, j.study_id, j.kind, j.status, j.file_name, j.summary, j.log, j.error, j.created_by, \
+            "SELECT j.id, j.study_id, j.kind, j.status, j.mode, j.file_name, j.summary, j.log, j.error, j.created_by, \
              u.username AS created_by_username, j.created_at, j.finished_at FROM jobs j \
              LEFT JOIN users u ON u.id = j.created_by ",
             $tail
@@ -45,14 +47,15 @@ impl Store {
         id: &str,
         study_id: i64,
         kind: &str,
+        mode: &str,
         file_name: &str,
         created_by: Option<i64>,
     ) -> Result<(), StoreError> {
         let now = self.clock().now();
         on_db!(self.db(), p => sqlx::query(
-            "INSERT INTO jobs (id, study_id, kind, status, file_name, created_by, created_at) \
-             VALUES ($1, $2, $3, 'in_progress', $4, $5, $6)")
-            .bind(id).bind(study_id).bind(kind).bind(file_name).bind(created_by).bind(now)
+            "INSERT INTO jobs (id, study_id, kind, status, mode, file_name, created_by, created_at) \
+             VALUES ($1, $2, $3, 'in_progress', $4, $5, $6, $7)")
+            .bind(id).bind(study_id).bind(kind).bind(mode).bind(file_name).bind(created_by).bind(now)
             .execute(p).await?.rows_affected());
         Ok(())
     }
@@ -75,6 +78,19 @@ impl Store {
             .bind(status).bind(summary).bind(log).bind(error).bind(now).bind(id)
             .execute(p).await?.rows_affected());
         Ok(())
+    }
+
+    /// Marks the jobs still running as failed, with `reason`: called when a server starts, as
+    /// a job that was running when its server stopped did not finish (an all-or-nothing import
+    /// rolled back). Returns how many there were.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn fail_interrupted_jobs(&self, reason: &str) -> Result<u64, StoreError> {
+        let now = self.clock().now();
+        Ok(on_db!(self.db(), p => sqlx::query(
+            "UPDATE jobs SET status = 'failed', error = $1, finished_at = $2 WHERE status = 'in_progress'")
+            .bind(reason).bind(now).execute(p).await?.rows_affected()))
     }
 
     /// A job by id.

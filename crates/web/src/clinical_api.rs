@@ -24,9 +24,10 @@ use crate::auth::Auth;
 
 /// Native routes (under `/api/v1`).
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/studies/{oid}/clinical-data", get(native))
-        .route("/studies/{oid}/clinical-data/import", axum::routing::post(import))
+    Router::new().route("/studies/{oid}/clinical-data", get(native)).route(
+        "/studies/{oid}/clinical-data/import",
+        axum::routing::post(import).layer(axum::extract::DefaultBodyLimit::disable()),
+    )
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -47,9 +48,8 @@ async fn import(
     Auth(p): Auth,
     Path(oid): Path<String>,
     Query(q): Query<ImportQuery>,
-    body: axum::body::Bytes,
+    req: axum::extract::Request,
 ) -> ApiResult<Response> {
-    let name = q.file_name.unwrap_or_else(|| "clinical-data.xml".to_owned());
     let per_record = match q.mode.as_deref().unwrap_or("all-or-nothing") {
         "all-or-nothing" => false,
         "per-record" => true,
@@ -58,12 +58,14 @@ async fn import(
                 .rid(&headers);
         }
     };
+    let upload = crate::upload::spool(&s, req).await.rid(&headers)?;
+    let name = q.file_name.or(upload.file_name).unwrap_or_else(|| "clinical-data.xml".to_owned());
     let report = if q.dry_run {
-        s.app.check_clinical_import(&p, &oid, &name, &body[..], None).await.rid(&headers)?
+        s.app.check_clinical_source(&p, &oid, &name, upload.source).await.rid(&headers)?
     } else if per_record {
-        s.app.import_clinical_per_record(&p, &oid, &name, &body).await.rid(&headers)?
+        s.app.import_clinical_per_record(&p, &oid, &name, upload.source).await.rid(&headers)?
     } else {
-        s.app.import_clinical(&p, &oid, &name, &body).await.rid(&headers)?
+        s.app.import_clinical(&p, &oid, &name, upload.source).await.rid(&headers)?
     };
     // Per record, the log says what failed; all or nothing, a refusal is an error.
     let status =

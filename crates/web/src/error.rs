@@ -76,7 +76,11 @@ impl From<AppError> for ApiError {
             AppError::Rejected { code, message, details } => {
                 // A save based on an old version conflicts with the newer one; everything else
                 // refused is unprocessable input.
-                let status = if code == "stale_version" { S::CONFLICT } else { S::UNPROCESSABLE_ENTITY };
+                let status = match code {
+                    "stale_version" => S::CONFLICT,
+                    "file_too_large" => S::PAYLOAD_TOO_LARGE,
+                    _ => S::UNPROCESSABLE_ENTITY,
+                };
                 let mut err = Self::new(status, code, message);
                 err.details = details;
                 err

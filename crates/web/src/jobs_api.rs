@@ -4,14 +4,13 @@
 //! `{ctx}/pages/auth/api/jobs/{uuid}/downloadFile`, `DELETE {ctx}/pages/auth/api/jobs/{uuid}`),
 //! reference `openclinica-api.md` §5.
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use casebook_app::AppError;
-use casebook_app::jobs::JobLog;
+use casebook_app::jobs::{ImportMode, JobLog};
 
 use crate::AppState;
 use crate::api::{ApiResult, WithRid};
@@ -20,16 +19,20 @@ use crate::auth::Auth;
 /// Native routes (under `/api/v1`).
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/studies/{oid}/clinical-data/import-jobs", post(start))
+        .route(
+            "/studies/{oid}/clinical-data/import-jobs",
+            post(start).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .route("/studies/{oid}/jobs", get(list))
         .route("/jobs/{id}", get(one).delete(remove))
+        .route("/jobs/{id}/cancel", post(cancel))
         .route("/jobs/{id}/log.csv", get(log))
 }
 
 /// OpenClinica 4 routes (under the OpenClinica context path).
 pub fn openclinica_routes() -> Router<AppState> {
     Router::new()
-        .route("/pages/auth/api/clinicaldata/import", post(oc_start))
+        .route("/pages/auth/api/clinicaldata/import", post(oc_start).layer(axum::extract::DefaultBodyLimit::disable()))
         .route("/pages/auth/api/jobs/{id}/downloadFile", get(oc_download))
         .route("/pages/auth/api/jobs/{id}", axum::routing::delete(oc_delete))
         .route("/pages/auth/api/studies/{oid}/jobs", get(list))
@@ -39,7 +42,7 @@ pub fn openclinica_routes() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 struct StartQuery {
     file_name: Option<String>,
-    /// `all-or-nothing` (default) or `per-record`.
+    /// `all-or-nothing` (default), `per-record` or `dry-run`.
     mode: Option<String>,
 }
 
@@ -49,19 +52,23 @@ async fn start(
     Auth(p): Auth,
     Path(oid): Path<String>,
     Query(q): Query<StartQuery>,
-    body: Bytes,
+    req: axum::extract::Request,
 ) -> ApiResult<Response> {
-    let per_record = match q.mode.as_deref().unwrap_or("all-or-nothing") {
-        "all-or-nothing" => false,
-        "per-record" => true,
-        other => {
-            return Err(AppError::invalid("mode", format!("'{other}' is not all-or-nothing or per-record")))
-                .rid(&headers);
-        }
-    };
-    let name = q.file_name.unwrap_or_else(|| "clinical-data.xml".to_owned());
-    let job = s.app.start_import_job(&p, Some(&oid), &name, body.to_vec(), per_record).await.rid(&headers)?;
+    let mode = ImportMode::parse(q.mode.as_deref().unwrap_or("all-or-nothing")).rid(&headers)?;
+    let upload = crate::upload::spool(&s, req).await.rid(&headers)?;
+    let name = q.file_name.or(upload.file_name).unwrap_or_else(|| "clinical-data.xml".to_owned());
+    let job = s.app.start_import_job(&p, Some(&oid), &name, upload.source, mode).await.rid(&headers)?;
     Ok((StatusCode::ACCEPTED, Json(job)).into_response())
+}
+
+/// Asks a running job to stop; answers the job (still running until it has stopped).
+async fn cancel(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    Ok((StatusCode::ACCEPTED, Json(s.app.cancel_job(&p, &id).await.rid(&headers)?)).into_response())
 }
 
 async fn list(
@@ -112,18 +119,16 @@ async fn log(
     }
 }
 
-/// OpenClinica 4: the file as the raw body (multipart uploads are not read yet).
-async fn oc_start(State(s): State<AppState>, headers: HeaderMap, Auth(p): Auth, body: Bytes) -> ApiResult<Response> {
-    let multipart =
-        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("multipart/"));
-    if multipart {
-        return Ok((
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send the ODM XML as the request body (multipart is not read yet)",
-        )
-            .into_response());
-    }
-    let job = s.app.start_import_job(&p, None, "clinical-data.xml", body.to_vec(), true).await.rid(&headers)?;
+/// OpenClinica 4: the file as a multipart `file` part or the raw body; imported per record.
+async fn oc_start(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    req: axum::extract::Request,
+) -> ApiResult<Response> {
+    let upload = crate::upload::spool(&s, req).await.rid(&headers)?;
+    let name = upload.file_name.unwrap_or_else(|| "clinical-data.xml".to_owned());
+    let job = s.app.start_import_job(&p, None, &name, upload.source, ImportMode::PerRecord).await.rid(&headers)?;
     Ok((StatusCode::OK, format!("job uuid: {}", job.id)).into_response())
 }
 

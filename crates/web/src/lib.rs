@@ -21,6 +21,7 @@ mod oc_metadata;
 mod openclinica;
 mod review_api;
 mod rules_api;
+mod upload;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -38,8 +39,11 @@ pub use metrics::Metrics;
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebSettings {
-    /// Largest request body accepted, in bytes.
+    /// Largest request body accepted, in bytes (import files excepted).
     pub body_limit_bytes: usize,
+    /// Largest clinical data import file accepted, in bytes (spooled to a temporary file, so
+    /// memory does not grow with it).
+    pub import_limit_bytes: u64,
     /// A request taking longer is answered 408.
     pub request_timeout_seconds: u64,
     /// Mark cookies `Secure` (set when served over HTTPS).
@@ -52,6 +56,7 @@ impl Default for WebSettings {
     fn default() -> Self {
         Self {
             body_limit_bytes: 10 * 1024 * 1024,
+            import_limit_bytes: 4 * 1024 * 1024 * 1024,
             request_timeout_seconds: 60,
             secure_cookies: false,
             openclinica_context: "/OpenClinica".to_owned(),
@@ -67,6 +72,12 @@ impl WebSettings {
             return Err(format!(
                 "server.body_limit_bytes must be between 1024 and 1073741824 (got {})",
                 self.body_limit_bytes
+            ));
+        }
+        if !(1024 * 1024..=1024 * 1024 * 1024 * 1024).contains(&self.import_limit_bytes) {
+            return Err(format!(
+                "server.import_limit_bytes must be between 1048576 (1 MiB) and 1099511627776 (1 TiB) (got {})",
+                self.import_limit_bytes
             ));
         }
         if !(1..=3600).contains(&self.request_timeout_seconds) {

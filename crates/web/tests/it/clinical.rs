@@ -648,3 +648,160 @@ async fn samples_t(t: TestApp) {
         }
     }
 }
+
+/// A multipart form with one file part, built by hand (the way curl -F sends it).
+fn multipart(boundary: &str, file_name: &str, content: &str) -> String {
+    format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\n\
+         Content-Type: text/xml\r\n\r\n{content}\r\n--{boundary}--\r\n"
+    )
+}
+
+// Import files past the request body limit (here 64 KiB, 10 MiB by default) arrive as multipart
+// or raw bodies and are spooled to disk; past the import limit (16 MiB here) they are refused
+// with 413, naming the setting.
+both!(large_import_files_arrive_as_multipart_or_raw_bodies_up_to_the_import_limit, large_t);
+async fn large_t(t: TestApp) {
+    let crc = t.key("demo_crc").await;
+    let a1 = enrol(&t, &crc, "S_DEMOA").await;
+    save_vitals(&t, &crc, &a1, json!([{"item": "weight", "value": "64.5"}])).await;
+    let (_, exported) = get_text(&t, &crc, "/api/v1/studies/S_DEMO/clinical-data?format=odm13-oc").await;
+    // 11 MiB of comments after the data: a file larger than the default body limit.
+    let padding = format!("<!-- {} -->\n", "x".repeat(1014)).repeat(11 * 1024);
+    let file =
+        exported.replacen(r#"Value="64.5""#, r#"Value="66""#, 1).replacen("</ODM>", &format!("{padding}</ODM>"), 1);
+    assert!(file.len() > 11 * 1024 * 1024);
+    let boundary = "casebook-test-boundary-7d2f";
+    let r = crate::client()
+        .post(t.url("/OpenClinica/pages/auth/api/clinicaldata/import"))
+        .bearer_auth(&crc)
+        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .body(multipart(boundary, "big.xml", &file))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = r.text().await.unwrap();
+    let id = text.strip_prefix("job uuid: ").unwrap_or_else(|| panic!("{text}")).to_owned();
+    let job = wait_for_job(&t, &crc, &id).await;
+    assert_eq!((job["status"].as_str(), job["file_name"].as_str()), (Some("completed"), Some("big.xml")), "{job}");
+    assert_eq!(job["summary"]["written_forms"], 1, "{job}");
+    assert_eq!(job["mode"], "per-record", "{job}");
+
+    // The same as a raw body, synchronously (a dry run).
+    let r = crate::client()
+        .post(t.url("/api/v1/studies/S_DEMO/clinical-data/import?dry_run=true"))
+        .bearer_auth(&crc)
+        .body(file.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let report: Value = r.json().await.unwrap();
+    assert_eq!((report["accepted"].as_bool(), report["forms"].as_i64()), (Some(true), Some(1)), "{report}");
+
+    // Past the import limit.
+    let huge = file.replacen("</ODM>", &format!("{padding}</ODM>"), 1);
+    let r = crate::client()
+        .post(t.url("/api/v1/studies/S_DEMO/clinical-data/import-jobs"))
+        .bearer_auth(&crc)
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["code"], "file_too_large", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("server.import_limit_bytes"), "{e}");
+
+    // A multipart form without the file.
+    let r = crate::client()
+        .post(t.url("/api/v1/studies/S_DEMO/clinical-data/import-jobs"))
+        .bearer_auth(&crc)
+        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .body(format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n--{boundary}--\r\n"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let e: Value = r.json().await.unwrap();
+    assert!(e.to_string().contains("no part named 'file'"), "{e}");
+}
+
+// A running import job reports its progress and can be cancelled: all or nothing, nothing is
+// written. A job left running by a stopped server is marked failed when a server starts.
+both!(import_jobs_report_progress_and_can_be_cancelled, cancel_t);
+async fn cancel_t(t: TestApp) {
+    let crc = t.key("demo_crc").await;
+    let a1 = enrol(&t, &crc, "S_DEMOA").await;
+    save_vitals(&t, &crc, &a1, json!([{"item": "weight", "value": "64.5"}])).await;
+    let (_, exported) = get_text(&t, &crc, "/api/v1/studies/S_DEMO/clinical-data?format=odm13").await;
+    let (start, end) = (exported.find("<SubjectData").unwrap(), exported.rfind("</SubjectData>").unwrap());
+    let subject = &exported[start..end + "</SubjectData>".len()];
+    // The same participant's form 600 times, each changing the weight: a file long enough to be
+    // caught writing.
+    let twice = format!(
+        "{}{}",
+        subject.replacen(r#"Value="64.5""#, r#"Value="66""#, 1),
+        subject.replacen(r#"Value="64.5""#, r#"Value="67""#, 1)
+    );
+    let file = format!("{}{}{}", &exported[..start], twice.repeat(300), &exported[end + "</SubjectData>".len()..]);
+    let r = crate::client()
+        .post(t.url("/api/v1/studies/S_DEMO/clinical-data/import-jobs?file_name=long.xml"))
+        .bearer_auth(&crc)
+        .body(file)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let started: Value = r.json().await.unwrap();
+    let id = started["id"].as_str().unwrap().to_owned();
+    assert_eq!((started["status"].as_str(), started["mode"].as_str()), (Some("in_progress"), Some("all-or-nothing")));
+    // Wait until it writes, then cancel.
+    let mut seen_checking = false;
+    loop {
+        let (_, job) = t.get(&crc, &format!("/api/v1/jobs/{id}")).await;
+        assert_eq!(job["status"], "in_progress", "the job ended before it could be cancelled: {job}");
+        let progress = &job["progress"];
+        seen_checking |= progress["phase"] == "checking";
+        if progress["phase"] == "writing" && progress["forms_written"].as_u64().unwrap() >= 1 {
+            assert!(progress["percent"].as_u64().unwrap() >= 50, "{job}");
+            assert!(progress["total_bytes"].as_u64().unwrap() > 0, "{job}");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let (s, job) = t.post(&crc, &format!("/api/v1/jobs/{id}/cancel"), json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    assert_eq!(job["progress"]["cancel_requested"], true, "{job}");
+    let job = wait_for_job(&t, &crc, &id).await;
+    assert_eq!(job["status"], "cancelled", "{job}");
+    assert!(job["error"].as_str().unwrap().contains("nothing was written"), "{job}");
+    let (_, book) = t.get(&crc, &format!("/api/v1/studies/S_DEMO/participants/{a1}")).await;
+    let weight = book["events"][0]["forms"][0]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["item_oid"] == "I_VITAL_WEIGHT")
+        .unwrap()["value"]
+        .clone();
+    assert_eq!(weight, "64.5", "a cancelled all-or-nothing import wrote: {book}");
+    let _ = seen_checking; // the check pass may be too quick to be seen; writing was.
+    let (s, e) = t.post(&crc, &format!("/api/v1/jobs/{id}/cancel"), json!({})).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+
+    // A job left running by a server that stopped.
+    let study = t.app.store().study_by_oid("S_DEMO").await.unwrap().unwrap();
+    t.app
+        .store()
+        .insert_job("00000000-0000-4000-8000-00000000dead", study.id, "clinical_import", "per-record", "x.xml", None)
+        .await
+        .unwrap();
+    assert_eq!(t.app.fail_interrupted_jobs().await.unwrap(), 1);
+    let dm = t.key("demo_dm").await;
+    let (_, job) = t.get(&dm, "/api/v1/jobs/00000000-0000-4000-8000-00000000dead").await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert!(job["error"].as_str().unwrap().starts_with("interrupted"), "{job}");
+}

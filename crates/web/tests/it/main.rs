@@ -118,7 +118,11 @@ pub async fn spawn(backend: Backend) -> Option<TestApp> {
     assert!(app.seed_demo().await.unwrap());
     let state = casebook_web::AppState {
         app: app.clone(),
-        web: Arc::new(casebook_web::WebSettings { body_limit_bytes: 64 * 1024, ..Default::default() }),
+        web: Arc::new(casebook_web::WebSettings {
+            body_limit_bytes: 64 * 1024,
+            import_limit_bytes: 16 * 1024 * 1024,
+            ..Default::default()
+        }),
         metrics: Arc::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
