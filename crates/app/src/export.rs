@@ -129,6 +129,7 @@ impl App {
             file_oid: &file_oid,
             created: now,
             openclinica: req.openclinica,
+            odm20: false,
         };
         let mut w = if req.embedded {
             ClinicalWriter::embedded(Vec::new(), &file)
@@ -166,6 +167,7 @@ impl App {
                     sex: p.sex.as_deref(),
                     enrolled_on: Some(&p.enrolled_on),
                     status: &p.status,
+                    ..SubjectOut::default()
                 })
                 .map_err(internal)?;
                 count.participants += 1;
@@ -196,6 +198,7 @@ impl App {
                         start: e.start_at,
                         end: e.end_at,
                         location: e.location.as_deref(),
+                        ..EventOut::default()
                     })
                     .map_err(internal)?;
                     count.events += 1;
@@ -206,6 +209,7 @@ impl App {
                             version_label: version.map_or("", |v| v.label.as_str()),
                             status: &f.status,
                             awaiting_dde: f.dde_stage.as_deref() == Some("awaiting_dde"),
+                            ..FormOut::default()
                         })
                         .map_err(internal)?;
                         count.forms += 1;
@@ -226,6 +230,7 @@ impl App {
                                     item_oid: &v.item_oid,
                                     value: v.value.as_deref(),
                                     null_flavour: v.null_flavour.as_deref(),
+                                    ..ItemOut::default()
                                 })
                                 .collect();
                             w.group(g, repeating.then_some(r), &items).map_err(internal)?;

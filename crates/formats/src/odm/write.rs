@@ -90,17 +90,57 @@ pub fn write_metadata<W: Write>(
         .to_offset(time::UtcOffset::UTC)
         .format(format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z"))
         .map_err(io::Error::other)?;
+    write(out, study, design, flavour, Some((&created, file_oid)))
+}
+
+/// Writes only the `Study` element of [`write_metadata`]'s document (no declaration, no root),
+/// for a document that also holds `AdminData` or `ClinicalData`. The caller's `ODM` root
+/// declares the namespaces: ODM's, and for the OpenClinica flavour `xmlns:OpenClinica`
+/// ([`OPENCLINICA_NAMESPACE`]) and, when the study has rules, `xmlns:OpenClinicaRules`
+/// ([`crate::rules::RULES_NAMESPACE`]).
+///
+/// # Errors
+/// When writing to `out` fails.
+pub fn write_metadata_study<W: Write>(
+    out: W,
+    study: &StudyInfo<'_>,
+    design: &StudyDesign,
+    flavour: OdmFlavour,
+) -> io::Result<()> {
+    write(out, study, design, flavour, None)
+}
+
+/// The whole document when `root` (creation time, file OID) is given, else only `Study`.
+fn write<W: Write>(
+    out: W,
+    study: &StudyInfo<'_>,
+    design: &StudyDesign,
+    flavour: OdmFlavour,
+    root: Option<(&str, &str)>,
+) -> io::Result<()> {
     let mut w = MetadataWriter {
         x: Xml { w: Writer::new_with_indent(out, b' ', 2), odm20: flavour == OdmFlavour::Odm20 },
         study,
         design,
         cat: Catalogue::new(design),
         flavour,
+        whole: root.is_some(),
     };
-    w.x.w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
+    if let Some((created, file_oid)) = root {
+        w.x.w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
+        let (namespace, version) = match flavour {
+            OdmFlavour::Odm132 | OdmFlavour::Odm132OpenClinica => (ODM_1_3_NAMESPACE, "1.3.2"),
+            OdmFlavour::Odm20 => (ODM_2_0_NAMESPACE, "2.0"),
+        };
+        let attrs = w.root_attrs(namespace, version, created, file_oid);
+        w.x.open("ODM", attrs)?;
+    }
     match flavour {
-        OdmFlavour::Odm132 | OdmFlavour::Odm132OpenClinica => w.odm13(&created, file_oid)?,
-        OdmFlavour::Odm20 => w.odm20(&created, file_oid)?,
+        OdmFlavour::Odm132 | OdmFlavour::Odm132OpenClinica => w.odm13()?,
+        OdmFlavour::Odm20 => w.odm20()?,
+    }
+    if w.whole {
+        w.x.close("ODM")?;
     }
     w.x.w.get_mut().flush()
 }
@@ -623,6 +663,8 @@ struct MetadataWriter<'a, W: Write> {
     design: &'a StudyDesign,
     cat: Catalogue<'a>,
     flavour: OdmFlavour,
+    /// The whole document (declaration and `ODM` root), not only `Study`.
+    whole: bool,
 }
 
 impl<W: Write> MetadataWriter<'_, W> {
@@ -661,10 +703,8 @@ impl<W: Write> MetadataWriter<'_, W> {
 
     // ----- ODM 1.3.2 ---------------------------------------------------------------------------
 
-    fn odm13(&mut self, created: &str, file_oid: &str) -> io::Result<()> {
+    fn odm13(&mut self) -> io::Result<()> {
         let study = self.study;
-        let root = self.root_attrs(ODM_1_3_NAMESPACE, "1.3.2", created, file_oid);
-        self.x.open("ODM", root)?;
         self.x.open("Study", Attrs::new().set("OID", study.oid))?;
         self.x.open("GlobalVariables", Attrs::new())?;
         self.x.leaf("StudyName", Attrs::new(), study.name)?;
@@ -703,8 +743,7 @@ impl<W: Write> MetadataWriter<'_, W> {
             }
         }
         self.x.close("MetaDataVersion")?;
-        self.x.close("Study")?;
-        self.x.close("ODM")
+        self.x.close("Study")
     }
 
     fn protocol_13(&mut self) -> io::Result<()> {
@@ -1119,11 +1158,9 @@ impl<W: Write> MetadataWriter<'_, W> {
 
     // ----- ODM 2.0 -----------------------------------------------------------------------------
 
-    fn odm20(&mut self, created: &str, file_oid: &str) -> io::Result<()> {
+    fn odm20(&mut self) -> io::Result<()> {
         let study = self.study;
         let mdv_oid = non_empty(study.metadata_version_oid, "v1");
-        let root = self.root_attrs(ODM_2_0_NAMESPACE, "2.0", created, file_oid);
-        self.x.open("ODM", root)?;
         self.x.open(
             "Study",
             Attrs::new()
@@ -1169,8 +1206,7 @@ impl<W: Write> MetadataWriter<'_, W> {
         self.code_lists(true)?;
         self.logic_20()?;
         self.x.close("MetaDataVersion")?;
-        self.x.close("Study")?;
-        self.x.close("ODM")
+        self.x.close("Study")
     }
 
     fn study_event_defs_20(&mut self) -> io::Result<()> {

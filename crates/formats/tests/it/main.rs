@@ -5,6 +5,7 @@
 
 mod occrf;
 mod odm_clinical;
+mod odm_clinical_write;
 mod odm_read;
 mod odm_write;
 mod rules;

@@ -21,7 +21,7 @@ use casebook_formats::xlsform::{self, Context};
 
 use crate::fixtures;
 
-const STUDY: StudyInfo<'static> = StudyInfo {
+pub(crate) const STUDY: StudyInfo<'static> = StudyInfo {
     oid: "S_DEMO",
     name: "Demo study",
     description: "A study to test ODM export <with> \"markup\" & ampersands",
@@ -247,7 +247,7 @@ fn vital_signs() -> FormDef {
     FormDef { oid: form.form_oid, name: form.form_name, description: None, versions: vec![form.version] }
 }
 
-fn design() -> StudyDesign {
+pub(crate) fn design() -> StudyDesign {
     let demographics = demographics();
     let vitals = vital_signs();
     let mut screening_demog = EventForm::new(demographics.oid.clone());
@@ -294,12 +294,12 @@ fn export(flavour: OdmFlavour) -> String {
 }
 
 /// A file in the temporary directory, unique to this test run.
-fn scratch(name: &str) -> PathBuf {
+pub(crate) fn scratch(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("casebook-odm-write-{}-{name}", std::process::id()))
 }
 
 /// Runs `xmllint --noout --nonet --schema` and fails with its messages unless the file is valid.
-fn assert_schema_valid(xml: &str, schema: &Path, name: &str) {
+pub(crate) fn assert_schema_valid(xml: &str, schema: &Path, name: &str) {
     let file = scratch(name);
     std::fs::write(&file, xml).unwrap();
     let output = Command::new("xmllint")
@@ -323,7 +323,7 @@ fn assert_schema_valid(xml: &str, schema: &Path, name: &str) {
     std::fs::remove_file(&file).unwrap();
 }
 
-fn odm132_schema() -> PathBuf {
+pub(crate) fn odm132_schema() -> PathBuf {
     fixtures().join("odm/xsd-1.3.2/ODM1-3-2.xsd")
 }
 
@@ -331,7 +331,7 @@ fn odm132_schema() -> PathBuf {
 /// empty `…ElementExtension` group and `…AttributeExtension` attribute group is redefined to
 /// accept OpenClinica elements and attributes (laxly: OpenClinica's own XSD is not shipped).
 /// Everything in the ODM namespace is still checked strictly.
-fn odm132_openclinica_schema() -> PathBuf {
+pub(crate) fn odm132_openclinica_schema() -> PathBuf {
     let dir = fixtures().join("odm/xsd-1.3.2").canonicalize().unwrap();
     let foundation = std::fs::read_to_string(dir.join("ODM1-3-2-foundation.xsd")).unwrap();
     let names = |prefix: &str, suffix: &str| -> Vec<String> {
@@ -374,7 +374,7 @@ fn odm132_openclinica_schema() -> PathBuf {
     path
 }
 
-fn odm20_schema() -> PathBuf {
+pub(crate) fn odm20_schema() -> PathBuf {
     fixtures().join("odm/xsd-2.0/ODM.xsd")
 }
 
@@ -570,6 +570,7 @@ fn clinical(openclinica: bool) -> String {
         file_oid: "CLINICAL_1",
         created: time::macros::datetime!(2026-11-22 09:00 UTC),
         openclinica,
+        odm20: false,
     };
     let mut w = ClinicalWriter::new(Vec::new(), &file).unwrap();
     w.subject(&SubjectOut {
@@ -590,24 +591,35 @@ fn clinical(openclinica: bool) -> String {
         ..EventOut::default()
     })
     .unwrap();
-    w.form(&FormOut { version_oid: "F_DEMOG_V1", version_label: "v1", status: "complete", awaiting_dde: false })
-        .unwrap();
+    w.form(&FormOut {
+        version_oid: "F_DEMOG_V1",
+        version_label: "v1",
+        status: "complete",
+        awaiting_dde: false,
+        ..FormOut::default()
+    })
+    .unwrap();
     let items = [
-        ItemOut { item_oid: "I_DEMOG_SEX", value: Some("f"), null_flavour: None },
-        ItemOut { item_oid: "I_DEMOG_NOTE", value: Some("<b>\"quoted\" & more</b>"), null_flavour: None },
-        ItemOut { item_oid: "I_DEMOG_AGE", value: None, null_flavour: Some("UNK") },
+        ItemOut { item_oid: "I_DEMOG_SEX", value: Some("f"), null_flavour: None, ..ItemOut::default() },
+        ItemOut {
+            item_oid: "I_DEMOG_NOTE",
+            value: Some("<b>\"quoted\" & more</b>"),
+            null_flavour: None,
+            ..ItemOut::default()
+        },
+        ItemOut { item_oid: "I_DEMOG_AGE", value: None, null_flavour: Some("UNK"), ..ItemOut::default() },
     ];
     w.group("IG_DEMOG_MAIN", None, &items).unwrap();
     w.group(
         "IG_DEMOG_MEDS",
         Some(1),
-        &[ItemOut { item_oid: "I_DEMOG_MED", value: Some("aspirin"), null_flavour: None }],
+        &[ItemOut { item_oid: "I_DEMOG_MED", value: Some("aspirin"), null_flavour: None, ..ItemOut::default() }],
     )
     .unwrap();
     w.group(
         "IG_DEMOG_MEDS",
         Some(2),
-        &[ItemOut { item_oid: "I_DEMOG_MED", value: Some("ibuprofen"), null_flavour: None }],
+        &[ItemOut { item_oid: "I_DEMOG_MED", value: Some("ibuprofen"), null_flavour: None, ..ItemOut::default() }],
     )
     .unwrap();
     w.event(&EventOut { event_oid: "SE_FOLLOWUP", repeat_key: Some(2), status: "scheduled", ..EventOut::default() })
@@ -659,6 +671,7 @@ fn clinical_data_is_written_as_it_comes() {
         file_oid: "F",
         created: time::macros::datetime!(2026-11-22 09:00 UTC),
         openclinica: false,
+        odm20: false,
     };
     // Drained after every participant, the buffer never holds more than one participant.
     let mut w = ClinicalWriter::new(Vec::new(), &file).unwrap();
@@ -668,8 +681,16 @@ fn clinical_data_is_written_as_it_comes() {
         let key = format!("SS_{n}");
         w.subject(&SubjectOut { key: &key, label: &key, status: "available", ..SubjectOut::default() }).unwrap();
         w.event(&EventOut { event_oid: "SE_V", status: "completed", ..EventOut::default() }).unwrap();
-        w.form(&FormOut { version_oid: "F_V1", version_label: "v1", status: "complete", awaiting_dde: false }).unwrap();
-        w.group("IG", None, &[ItemOut { item_oid: "I", value: Some("1"), null_flavour: None }]).unwrap();
+        w.form(&FormOut {
+            version_oid: "F_V1",
+            version_label: "v1",
+            status: "complete",
+            awaiting_dde: false,
+            ..FormOut::default()
+        })
+        .unwrap();
+        w.group("IG", None, &[ItemOut { item_oid: "I", value: Some("1"), null_flavour: None, ..ItemOut::default() }])
+            .unwrap();
         let chunk = std::mem::take(w.get_mut());
         largest = largest.max(chunk.len());
         total += chunk.len();
@@ -695,6 +716,7 @@ fn metadata_and_clinical_data_in_one_document_are_valid() {
         file_oid: "BOTH",
         created: time::macros::datetime!(2026-11-22 09:00 UTC),
         openclinica: true,
+        odm20: false,
     };
     let mut w = ClinicalWriter::embedded(Vec::new(), &file).unwrap();
     w.subject(&SubjectOut { key: "SS_1", label: "S-1", status: "available", ..SubjectOut::default() }).unwrap();
@@ -704,10 +726,15 @@ fn metadata_and_clinical_data_in_one_document_are_valid() {
         version_label: "v1",
         status: "initial_data_entry",
         awaiting_dde: false,
+        ..FormOut::default()
     })
     .unwrap();
-    w.group("IG_DEMOG_MAIN", None, &[ItemOut { item_oid: "I_DEMOG_SEX", value: Some("f"), null_flavour: None }])
-        .unwrap();
+    w.group(
+        "IG_DEMOG_MAIN",
+        None,
+        &[ItemOut { item_oid: "I_DEMOG_SEX", value: Some("f"), null_flavour: None, ..ItemOut::default() }],
+    )
+    .unwrap();
     let clinical = String::from_utf8(w.finish().unwrap()).unwrap();
     assert!(!clinical.contains("<ODM") && !clinical.contains("<?xml"), "{clinical}");
     let doc = format!("{open}\n{clinical}\n</ODM>\n");
