@@ -72,12 +72,28 @@ enum Command {
         /// Study or site OID.
         #[arg(long)]
         study: String,
-        /// odm13, or odm13-oc (with OpenClinica extensions).
-        #[arg(long, default_value = "odm13", value_parser = ["odm13", "odm13-oc"])]
+        /// odm13, odm13-oc (with OpenClinica extensions) or odm2 (ODM 2.0).
+        #[arg(long, default_value = "odm13", value_parser = ["odm13", "odm13-oc", "odm2"])]
         format: String,
         /// Only one participant (OID or label).
         #[arg(long)]
         participant: Option<String>,
+        /// The design and AdminData (users, locations, signature meanings) with the data, in
+        /// one document.
+        #[arg(long)]
+        full: bool,
+        /// OpenClinica:DiscrepancyNotes (the notes threads; odm13-oc).
+        #[arg(long)]
+        notes: bool,
+        /// OpenClinica:AuditLogs (the audit trail; odm13-oc).
+        #[arg(long)]
+        audit_logs: bool,
+        /// Standard ODM AuditRecords (who last changed each record, when and why).
+        #[arg(long)]
+        audit_records: bool,
+        /// Standard ODM Signatures on signed casebooks and events.
+        #[arg(long)]
+        signatures: bool,
         /// Only what changed after this time (RFC 3339, e.g. 2026-11-21T00:00:00Z).
         #[arg(long)]
         changed_since: Option<String>,
@@ -400,7 +416,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 std::io::Write::write_all(&mut std::io::stdout(), &xml)?;
             }
         },
-        Command::Export { study, format, participant, changed_since, as_user, db } => {
+        Command::Export {
+            study,
+            format,
+            participant,
+            full,
+            notes,
+            audit_logs,
+            audit_records,
+            signatures,
+            changed_since,
+            as_user,
+            db,
+        } => {
+            if (notes || audit_logs) && format != "odm13-oc" {
+                bail!("--notes and --audit-logs are OpenClinica's extensions: use --format odm13-oc");
+            }
             let settings = load(&db, None)?;
             let app = open(&settings).await?;
             let who = app.cli_principal(as_user.as_deref()).await.map_err(app_error)?;
@@ -416,21 +447,28 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 event: None,
                 form: None,
                 openclinica: format == "odm13-oc",
+                odm20: format == "odm2",
                 changed_since,
-                embedded: false,
+                notes,
+                audit_logs,
+                audit_records,
+                signatures,
+                ..Default::default()
             };
             let mut failed: Option<std::io::Error> = None;
-            let count = app
-                .export_clinical(&who, &study, &req, |chunk| {
-                    let ok =
-                        failed.is_none() && std::io::Write::write_all(&mut std::io::stdout().lock(), &chunk).is_ok();
-                    if !ok && failed.is_none() {
-                        failed = Some(std::io::Error::other("writing to standard output failed"));
-                    }
-                    std::future::ready(ok)
-                })
-                .await
-                .map_err(app_error)?;
+            let sink = |chunk: Vec<u8>| {
+                let ok = failed.is_none() && std::io::Write::write_all(&mut std::io::stdout().lock(), &chunk).is_ok();
+                if !ok && failed.is_none() {
+                    failed = Some(std::io::Error::other("writing to standard output failed"));
+                }
+                std::future::ready(ok)
+            };
+            let count = if full {
+                app.export_full(&who, &study, &req, sink).await
+            } else {
+                app.export_clinical(&who, &study, &req, sink).await
+            }
+            .map_err(app_error)?;
             if let Some(e) = failed {
                 return Err(e.into());
             }

@@ -8,10 +8,15 @@
 
 use std::future::Future;
 
+use casebook_domain::audit::AuditRecord;
 use casebook_domain::design::StudyDesign;
-use casebook_formats::odm::clinical_write::{ClinicalFile, ClinicalWriter, EventOut, FormOut, ItemOut, SubjectOut};
+use casebook_formats::odm::clinical_write::{
+    At, AuditLogOut, AuditOut, ChildNoteOut, ClinicalFile, ClinicalWriter, EventOut, FormOut, ItemOut, NoteOut,
+    SignatureOut, SubjectOut,
+};
 use casebook_store::capture::{FormDataRow, ItemDataRow};
 use casebook_store::export::ExportFilter;
+use casebook_store::notes::{MessageRow, ThreadFilter, ThreadRow};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -37,6 +42,19 @@ pub struct ClinicalExport {
     pub changed_since: Option<OffsetDateTime>,
     /// Write only `ClinicalData`, for a document whose `ODM` root is written around it.
     pub embedded: bool,
+    /// ODM 2.0 instead of 1.3.2 (without OpenClinica's extensions, which 2.0 does not have).
+    pub odm20: bool,
+    /// OpenClinica's `OpenClinica:DiscrepancyNotes` (the notes threads) on participants,
+    /// events, forms and values (with `openclinica`; OpenClinica's `includeDNs`).
+    pub notes: bool,
+    /// OpenClinica's `OpenClinica:AuditLogs` (the audit trail) on participants, events, forms
+    /// and values (with `openclinica`; OpenClinica's `includeAudits`).
+    pub audit_logs: bool,
+    /// Standard ODM `AuditRecord`s: who last changed each participant, event, form and value,
+    /// when, where and why.
+    pub audit_records: bool,
+    /// Standard ODM `Signature`s on signed casebooks and events.
+    pub signatures: bool,
 }
 
 /// What an export wrote.
@@ -128,9 +146,15 @@ impl App {
             metadata_version_oid: &mdv,
             file_oid: &file_oid,
             created: now,
-            openclinica: req.openclinica,
-            odm20: false,
+            openclinica: req.openclinica && !req.odm20,
+            odm20: req.odm20,
         };
+        let locations: std::collections::HashMap<i64, String> =
+            sites.iter().map(|s| (s.id, location_oid(&s.oid))).collect();
+        let study_location = location_oid(&study.oid);
+        let location_of = |site_id: i64| locations.get(&site_id).map_or(study_location.as_str(), String::as_str);
+        let meanings = if req.signatures { self.store().signature_meanings(study.id).await? } else { Vec::new() };
+        let oc_extras = file.openclinica && (req.notes || req.audit_logs);
         let mut w = if req.embedded {
             ClinicalWriter::embedded(Vec::new(), &file)
         } else {
@@ -156,7 +180,15 @@ impl App {
             });
             let form_ids: Vec<i64> = forms.iter().map(|f| f.id).collect();
             let values = self.store().export_values(&form_ids).await?;
+            let extras = self.page_extras(&page, req, &meanings).await?;
             for p in &page {
+                let location = location_of(p.site_id);
+                let p_extras = extras.iter().find(|x| x.participant_id == p.id);
+                let subject_key = p.oid.clone();
+                let last = |key: &str| p_extras.and_then(|x| x.last_audit(key));
+                let signature = |event_id: Option<i64>| {
+                    p_extras.and_then(|x| x.signatures.iter().rev().find(|s| s.study_event_id == event_id))
+                };
                 let site_oid = sites.iter().find(|s| s.id == p.site_id).map(|s| s.oid.as_str());
                 w.subject(&SubjectOut {
                     key: &p.oid,
@@ -167,7 +199,8 @@ impl App {
                     sex: p.sex.as_deref(),
                     enrolled_on: Some(&p.enrolled_on),
                     status: &p.status,
-                    ..SubjectOut::default()
+                    audit: last(&subject_key).map(|a| a.out(location)),
+                    signature: signature(None).map(|s| s.out(location)),
                 })
                 .map_err(internal)?;
                 count.participants += 1;
@@ -198,7 +231,8 @@ impl App {
                         start: e.start_at,
                         end: e.end_at,
                         location: e.location.as_deref(),
-                        ..EventOut::default()
+                        audit: last(&event_key(&p.oid, &e.event_oid, e.repeat_key)).map(|a| a.out(location)),
+                        signature: signature(Some(e.id)).map(|s| s.out(location)),
                     })
                     .map_err(internal)?;
                     count.events += 1;
@@ -209,9 +243,12 @@ impl App {
                             version_label: version.map_or("", |v| v.label.as_str()),
                             status: &f.status,
                             awaiting_dde: f.dde_stage.as_deref() == Some("awaiting_dde"),
-                            ..FormOut::default()
+                            audit: last(&form_key(&p.oid, &e.event_oid, e.repeat_key, &f.form_oid))
+                                .map(|a| a.out(location)),
+                            signature: None,
                         })
                         .map_err(internal)?;
+                        let f_key = form_key(&p.oid, &e.event_oid, e.repeat_key, &f.form_oid);
                         count.forms += 1;
                         let rows = values_of(&values, f.id);
                         let mut start = 0;
@@ -224,20 +261,68 @@ impl App {
                             let repeating = version
                                 .and_then(|v| v.groups.iter().find(|x| x.oid.as_str() == g))
                                 .is_some_and(casebook_domain::design::ItemGroup::is_repeating);
-                            let items: Vec<ItemOut<'_>> = rows[start..end]
+                            let slice = &rows[start..end];
+                            let keys: Vec<String> = slice
                                 .iter()
-                                .map(|v| ItemOut {
+                                .map(|v| format!("{f_key}/{}[{}]/{}", v.group_oid, v.row_number, v.item_oid))
+                                .collect();
+                            let logs: Vec<Vec<AuditLogOut<'_>>> = keys
+                                .iter()
+                                .map(|k| {
+                                    if oc_extras {
+                                        p_extras.map(|x| x.audit_logs(k)).unwrap_or_default()
+                                    } else {
+                                        Vec::new()
+                                    }
+                                })
+                                .collect();
+                            let item_notes: Vec<Vec<&NoteText>> = slice
+                                .iter()
+                                .map(|v| {
+                                    p_extras
+                                        .map(|x| x.item_notes(f.id, &v.group_oid, v.row_number, &v.item_oid))
+                                        .unwrap_or_default()
+                                })
+                                .collect();
+                            let children: Vec<Vec<Vec<ChildNoteOut<'_>>>> =
+                                item_notes.iter().map(|ns| ns.iter().map(|n| n.children()).collect()).collect();
+                            let note_outs: Vec<Vec<NoteOut<'_>>> = item_notes
+                                .iter()
+                                .zip(&children)
+                                .map(|(ns, cs)| ns.iter().zip(cs).map(|(n, c)| n.out(c)).collect())
+                                .collect();
+                            let items: Vec<ItemOut<'_>> = slice
+                                .iter()
+                                .enumerate()
+                                .map(|(i, v)| ItemOut {
                                     item_oid: &v.item_oid,
                                     value: v.value.as_deref(),
                                     null_flavour: v.null_flavour.as_deref(),
-                                    ..ItemOut::default()
+                                    audit: last(&keys[i]).map(|a| a.out(location)),
+                                    signature: None,
+                                    audit_logs: &logs[i],
+                                    notes: if oc_extras { &note_outs[i] } else { &[] },
                                 })
                                 .collect();
                             w.group(g, repeating.then_some(r), &items).map_err(internal)?;
                             count.values += items.len();
                             start = end;
                         }
+                        if oc_extras && let Some(x) = p_extras {
+                            x.write_extensions(&mut w, At::Form, &f_key, |t| {
+                                t.form_data_id == Some(f.id) && t.entity_type == "form"
+                            })?;
+                        }
                     }
+                    if oc_extras && let Some(x) = p_extras {
+                        let key = event_key(&p.oid, &e.event_oid, e.repeat_key);
+                        x.write_extensions(&mut w, At::Event, &key, |t| {
+                            t.study_event_id == Some(e.id) && t.entity_type == "event"
+                        })?;
+                    }
+                }
+                if oc_extras && let Some(x) = p_extras {
+                    x.write_extensions(&mut w, At::Subject, &subject_key, |t| t.entity_type == "participant")?;
                 }
             }
             if !sink(std::mem::take(w.get_mut())).await {
@@ -248,6 +333,34 @@ impl App {
         sink(rest).await;
         Ok(count)
     }
+}
+
+/// The audit key of an event occurrence (as saves write it).
+fn event_key(participant_oid: &str, event_oid: &str, repeat: i32) -> String {
+    format!("{participant_oid}/{event_oid}[{repeat}]")
+}
+
+/// The audit key of a form.
+fn form_key(participant_oid: &str, event_oid: &str, repeat: i32, form_oid: &str) -> String {
+    format!("{}/{form_oid}", event_key(participant_oid, event_oid, repeat))
+}
+
+/// A user's OID in exports (`AdminData/User`, `UserRef`): `USR_` and the user's id, as
+/// OpenClinica names them; `USR_SYSTEM` for what Casebook itself did.
+fn user_oid(id: Option<i64>) -> String {
+    id.map_or_else(|| "USR_SYSTEM".to_owned(), |id| format!("USR_{id}"))
+}
+
+/// A study's or site's OID as an `AdminData/Location` (prefixed: OIDs are unique in a
+/// document, and the study's is its `Study`'s).
+fn location_oid(study_or_site_oid: &str) -> String {
+    format!("LOC_{study_or_site_oid}")
+}
+
+/// The `SignatureDef` OID of a signature's meaning (`SD_1` … in the order of the study's
+/// distinct meanings).
+fn signature_def_oid(meanings: &[String], meaning: &str) -> String {
+    format!("SD_{}", meanings.iter().position(|m| m == meaning).map_or(0, |i| i + 1))
 }
 
 /// The values of one form (the slice of the page's values, which are ordered by form).
@@ -319,6 +432,437 @@ impl App {
             return Ok(ExportCount::default());
         }
         let req = ClinicalExport { embedded: true, openclinica: true, ..req.clone() };
+        let count = self.export_clinical(who, study_or_site_oid, &req, &mut sink).await?;
+        sink(b"\n</ODM>\n".to_vec()).await;
+        Ok(count)
+    }
+}
+
+/// What a page's participants carry besides their data when an export asks for it: their audit
+/// trail, notes threads and signatures, read a participant at a time.
+struct PageExtras {
+    participant_id: i64,
+    /// Audit rows by entity key, oldest first.
+    audit: std::collections::HashMap<String, Vec<AuditText>>,
+    notes: Vec<(ThreadRow, NoteText)>,
+    /// Signatures in force (not broken), oldest first.
+    signatures: Vec<SignatureText>,
+}
+
+/// An audit row as exports write it.
+struct AuditText {
+    id: String,
+    user_oid: String,
+    user_name: String,
+    name: String,
+    at: OffsetDateTime,
+    action: String,
+    reason: Option<String>,
+    old_value: Option<String>,
+    new_value: Option<String>,
+}
+
+impl AuditText {
+    fn from(r: &AuditRecord) -> Self {
+        // Values are stored as JSON objects; a value change shows its value (or null flavour).
+        let shown = |json: &Option<String>| -> Option<String> {
+            let v: serde_json::Value = serde_json::from_str(json.as_deref()?).ok()?;
+            match v.get("value").or_else(|| v.get("status")) {
+                Some(serde_json::Value::String(s)) => Some(s.clone()),
+                Some(serde_json::Value::Null) => v.get("null_flavour").and_then(|n| n.as_str()).map(str::to_owned),
+                _ => Some(v.to_string()),
+            }
+        };
+        Self {
+            id: format!("AL_{}", r.seq),
+            user_oid: user_oid(r.actor_user_id),
+            user_name: r.actor_username.clone(),
+            name: r.entity_id.rsplit('/').next().unwrap_or(&r.entity_id).to_owned(),
+            at: r.at,
+            action: r.action.clone(),
+            reason: r.reason.clone(),
+            old_value: shown(&r.old_value),
+            new_value: shown(&r.new_value),
+        }
+    }
+
+    fn out<'a>(&'a self, location: &'a str) -> AuditOut<'a> {
+        AuditOut {
+            user_oid: &self.user_oid,
+            location_oid: location,
+            date_time: self.at,
+            reason_for_change: self.reason.as_deref(),
+            source_id: Some(&self.id),
+        }
+    }
+
+    fn log(&self) -> AuditLogOut<'_> {
+        AuditLogOut {
+            id: &self.id,
+            user_id: &self.user_oid,
+            user_name: &self.user_name,
+            name: &self.name,
+            date_time: self.at,
+            audit_type: &self.action,
+            reason_for_change: self.reason.as_deref(),
+            old_value: self.old_value.as_deref(),
+            new_value: self.new_value.as_deref(),
+            value_type: None,
+        }
+    }
+}
+
+/// A notes thread as OpenClinica exports it.
+struct NoteText {
+    id: String,
+    status: String,
+    note_type: String,
+    updated: time::Date,
+    entity_name: String,
+    children: Vec<ChildText>,
+}
+
+struct ChildText {
+    id: String,
+    status: String,
+    created: time::Date,
+    description: String,
+    detailed: Option<String>,
+    user_oid: String,
+    user_name: String,
+}
+
+/// OpenClinica's names of note types and statuses.
+fn oc_note_word(s: &str) -> String {
+    match s {
+        "failed_validation_check" => "Failed Validation Check".to_owned(),
+        "reason_for_change" => "Reason for Change".to_owned(),
+        "resolution_proposed" => "Resolution Proposed".to_owned(),
+        "not_applicable" => "Not Applicable".to_owned(),
+        other => {
+            let mut c = other.chars();
+            c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
+        }
+    }
+}
+
+impl NoteText {
+    fn from(t: &ThreadRow, messages: &[MessageRow]) -> Self {
+        Self {
+            id: format!("DN_{}", t.id),
+            status: oc_note_word(&t.status),
+            note_type: oc_note_word(&t.note_type),
+            updated: t.updated_at.date(),
+            entity_name: t.column_name.clone(),
+            children: messages
+                .iter()
+                .map(|m| ChildText {
+                    id: format!("CDN_{}", m.id),
+                    status: oc_note_word(&m.status),
+                    created: m.created_at.date(),
+                    description: m.description.clone(),
+                    detailed: m.detailed_note.clone(),
+                    user_oid: user_oid(m.created_by),
+                    user_name: m.author_username.clone().unwrap_or_default(),
+                })
+                .collect(),
+        }
+    }
+
+    fn children(&self) -> Vec<ChildNoteOut<'_>> {
+        self.children
+            .iter()
+            .map(|c| ChildNoteOut {
+                id: &c.id,
+                status: &c.status,
+                date_created: c.created,
+                name: &c.description,
+                description: &c.description,
+                detailed_note: c.detailed.as_deref(),
+                user_oid: &c.user_oid,
+                user_name: &c.user_name,
+                user_full_name: &c.user_name,
+            })
+            .collect()
+    }
+
+    fn out<'a>(&'a self, children: &'a [ChildNoteOut<'a>]) -> NoteOut<'a> {
+        NoteOut {
+            id: &self.id,
+            status: &self.status,
+            note_type: &self.note_type,
+            date_updated: self.updated,
+            entity_name: &self.entity_name,
+            children,
+        }
+    }
+}
+
+/// A signature as exports write it.
+struct SignatureText {
+    id: String,
+    study_event_id: Option<i64>,
+    user_oid: String,
+    signature_oid: String,
+    at: OffsetDateTime,
+}
+
+impl SignatureText {
+    fn out<'a>(&'a self, location: &'a str) -> SignatureOut<'a> {
+        SignatureOut {
+            id: Some(&self.id),
+            user_oid: &self.user_oid,
+            location_oid: location,
+            signature_oid: &self.signature_oid,
+            date_time: self.at,
+        }
+    }
+}
+
+impl PageExtras {
+    fn last_audit(&self, key: &str) -> Option<&AuditText> {
+        self.audit.get(key).and_then(|v| v.last())
+    }
+
+    fn audit_logs(&self, key: &str) -> Vec<AuditLogOut<'_>> {
+        self.audit.get(key).map(|v| v.iter().map(AuditText::log).collect()).unwrap_or_default()
+    }
+
+    fn item_notes(&self, form_data_id: i64, group: &str, row: i32, item: &str) -> Vec<&NoteText> {
+        self.notes
+            .iter()
+            .filter(|(t, _)| {
+                t.entity_type == "item_data"
+                    && t.form_data_id == Some(form_data_id)
+                    && t.group_oid.as_deref() == Some(group)
+                    && t.row_number == Some(row)
+                    && t.item_oid.as_deref() == Some(item)
+            })
+            .map(|(_, n)| n)
+            .collect()
+    }
+
+    /// Writes the audit logs of `key` and the notes whose thread `on` selects at the end of the
+    /// open participant, event or form.
+    fn write_extensions(
+        &self,
+        w: &mut ClinicalWriter<Vec<u8>>,
+        at: At,
+        key: &str,
+        on: impl Fn(&ThreadRow) -> bool,
+    ) -> Result<(), AppError> {
+        let logs = self.audit_logs(key);
+        let notes: Vec<&NoteText> = self.notes.iter().filter(|(t, _)| on(t)).map(|(_, n)| n).collect();
+        if logs.is_empty() && notes.is_empty() {
+            return Ok(());
+        }
+        let children: Vec<Vec<ChildNoteOut<'_>>> = notes.iter().map(|n| n.children()).collect();
+        let outs: Vec<NoteOut<'_>> = notes.iter().zip(&children).map(|(n, c)| n.out(c)).collect();
+        w.extensions(at, &logs, &outs).map_err(internal)
+    }
+}
+
+impl App {
+    /// Reads what `req` asks for besides the data, for each participant of a page (nothing when
+    /// it asks for nothing).
+    async fn page_extras(
+        &self,
+        page: &[casebook_store::capture::ParticipantRow],
+        req: &ClinicalExport,
+        meanings: &[String],
+    ) -> Result<Vec<PageExtras>, AppError> {
+        let audit = req.audit_records || (req.openclinica && req.audit_logs);
+        let notes = req.openclinica && req.notes && !req.odm20;
+        if !(audit || notes || req.signatures) {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::with_capacity(page.len());
+        for p in page {
+            let mut x = PageExtras {
+                participant_id: p.id,
+                audit: std::collections::HashMap::new(),
+                notes: Vec::new(),
+                signatures: Vec::new(),
+            };
+            if audit {
+                let rows = self
+                    .store()
+                    .audit_events(&casebook_store::audit::AuditFilter {
+                        study_id: Some(p.study_id),
+                        entity_tree: Some(p.oid.clone()),
+                        limit: i64::MAX / 4,
+                        ..Default::default()
+                    })
+                    .await?;
+                for r in &rows {
+                    x.audit.entry(r.entity_id.clone()).or_default().push(AuditText::from(r));
+                }
+            }
+            if notes {
+                let filter = ThreadFilter {
+                    study_id: p.study_id,
+                    participant_id: Some(p.id),
+                    limit: i64::MAX / 4,
+                    ..ThreadFilter::default()
+                };
+                for t in self.store().threads(&filter).await? {
+                    let messages = self.store().thread_messages(t.id).await?;
+                    let text = NoteText::from(&t, &messages);
+                    x.notes.push((t, text));
+                }
+            }
+            if req.signatures {
+                for s in self.store().signatures_of_participant(p.id).await? {
+                    if s.broken_at.is_none() {
+                        x.signatures.push(SignatureText {
+                            id: format!("SIG_{}", s.id),
+                            study_event_id: s.study_event_id,
+                            user_oid: user_oid(Some(s.signer_id)),
+                            signature_oid: signature_def_oid(meanings, &s.meaning),
+                            at: s.signed_at,
+                        });
+                    }
+                }
+            }
+            out.push(x);
+        }
+        Ok(out)
+    }
+}
+
+impl App {
+    /// A whole study as one ODM document (`Granularity="All"`): the design in Production
+    /// (`Study`), `AdminData` (every user who appears in the audit trail, the study and its
+    /// sites as locations, a `SignatureDef` per signature meaning), then the clinical data as
+    /// `req` asks — with audit records and signatures their user, location and signature
+    /// OIDs resolve in it. ODM 1.3.2 (with or without OpenClinica's extensions) or 2.0.
+    ///
+    /// # Errors
+    /// As [`App::export_clinical`] and the design export.
+    pub async fn export_full<F, Fut>(
+        &self,
+        who: &Principal,
+        study_or_site_oid: &str,
+        req: &ClinicalExport,
+        mut sink: F,
+    ) -> Result<ExportCount, AppError>
+    where
+        F: FnMut(Vec<u8>) -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        use casebook_formats::odm::admin_write::{
+            AdminDataOut, LocationOut, LocationType, MetaDataVersionRefOut, SignatureDefOut, UserOut, write_admin_data,
+        };
+        use casebook_formats::odm::write::OdmFlavour;
+        let target = self.store().study_by_oid(study_or_site_oid).await?.ok_or(AppError::NotFound("study"))?;
+        let study = match target.parent_id {
+            Some(parent) => self.store().study_by_id(parent).await?.ok_or(AppError::NotFound("study"))?,
+            None => target,
+        };
+        let (_, access) = self.study_with_access(who, &study.oid).await?;
+        let format = match (req.odm20, req.openclinica) {
+            (true, _) => "odm2",
+            (false, true) => "odm13-oc",
+            (false, false) => "odm13",
+        };
+        let flavour = match format {
+            "odm2" => OdmFlavour::Odm20,
+            "odm13-oc" => OdmFlavour::Odm132OpenClinica,
+            _ => OdmFlavour::Odm132,
+        };
+        let metadata = self.export_design(who, &study.oid, crate::design::Which::Production, format).await?;
+        let text = String::from_utf8(metadata).map_err(internal)?;
+        let open = text
+            .trim_end()
+            .strip_suffix("</ODM>")
+            .ok_or_else(|| crate::error::anyhow_like::msg("the metadata export does not end with </ODM>"))?
+            .replacen("Granularity=\"Metadata\"", "Granularity=\"All\"", 1);
+        let mdv = self
+            .store()
+            .design_production_version(study.id)
+            .await?
+            .map(|v| format!("v{}", v.number))
+            .unwrap_or_else(|| "v0".to_owned());
+
+        // AdminData.
+        let mut users = Vec::new();
+        for id in self.store().audit_actors(study.id).await? {
+            if let Some(u) = self.store().user_by_id(id).await? {
+                users.push(u);
+            }
+        }
+        let user_oids: Vec<String> = users.iter().map(|u| user_oid(Some(u.id))).collect();
+        let full_names: Vec<String> = users.iter().map(|u| format!("{} {}", u.first_name, u.last_name)).collect();
+        let mut user_outs = vec![UserOut {
+            oid: "USR_SYSTEM",
+            login_name: Some("casebook"),
+            full_name: Some("Casebook (automatic actions)"),
+            ..UserOut::default()
+        }];
+        for (i, u) in users.iter().enumerate() {
+            user_outs.push(UserOut {
+                oid: &user_oids[i],
+                login_name: Some(&u.username),
+                full_name: Some(&full_names[i]),
+                first_name: Some(&u.first_name),
+                last_name: Some(&u.last_name),
+                organization: u.institution.as_deref(),
+                email: access.study_wide().then_some(u.email.as_str()),
+                ..UserOut::default()
+            });
+        }
+        let today = self.store().clock().now().date();
+        let mdv_ref =
+            [MetaDataVersionRefOut { study_oid: &study.oid, metadata_version_oid: &mdv, effective_date: today }];
+        let sites: Vec<_> =
+            self.store().sites_of(study.id).await?.into_iter().filter(|s| access.sees_site(s.id)).collect();
+        let location_oids: Vec<String> =
+            std::iter::once(&study.oid).chain(sites.iter().map(|s| &s.oid)).map(|o| location_oid(o)).collect();
+        let mut locations = vec![LocationOut {
+            oid: &location_oids[0],
+            name: &study.name,
+            location_type: Some(LocationType::Sponsor),
+            metadata_versions: &mdv_ref,
+        }];
+        for (i, s) in sites.iter().enumerate() {
+            locations.push(LocationOut {
+                oid: &location_oids[i + 1],
+                name: &s.name,
+                location_type: Some(LocationType::Site),
+                metadata_versions: &mdv_ref,
+            });
+        }
+        let meanings = self.store().signature_meanings(study.id).await?;
+        let sd_oids: Vec<String> = meanings.iter().map(|m| signature_def_oid(&meanings, m)).collect();
+        let defs: Vec<SignatureDefOut<'_>> = meanings
+            .iter()
+            .zip(&sd_oids)
+            .map(|(m, oid)| SignatureDefOut {
+                oid,
+                meaning: m,
+                legal_reason: "Electronic signature under 21 CFR Part 11: the signer re-entered their password",
+            })
+            .collect();
+        let mut admin = Vec::new();
+        write_admin_data(
+            &mut admin,
+            &AdminDataOut {
+                study_oid: Some(&study.oid),
+                users: &user_outs,
+                locations: &locations,
+                signature_defs: &defs,
+            },
+            flavour,
+        )
+        .map_err(internal)?;
+        let mut head = open.into_bytes();
+        head.push(b'\n');
+        head.extend_from_slice(&admin);
+        head.push(b'\n');
+        if !sink(head).await {
+            return Ok(ExportCount::default());
+        }
+        let req = ClinicalExport { embedded: true, ..req.clone() };
         let count = self.export_clinical(who, study_or_site_oid, &req, &mut sink).await?;
         sink(b"\n</ODM>\n".to_vec()).await;
         Ok(count)

@@ -160,3 +160,29 @@ impl Store {
         })
     }
 }
+
+impl Store {
+    /// The users who wrote audit rows of a study (its full export's `AdminData` names each).
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn audit_actors(&self, study_id: i64) -> Result<Vec<i64>, StoreError> {
+        let rows: Vec<(i64,)> = on_db!(self.db(), p => sqlx::query_as(
+            "SELECT DISTINCT actor_user_id FROM audit_events WHERE study_id = $1 AND actor_user_id IS NOT NULL \
+             ORDER BY actor_user_id")
+            .bind(study_id).fetch_all(p).await?);
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// The distinct meanings of the signatures given in a study, in order.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn signature_meanings(&self, study_id: i64) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> = on_db!(self.db(), p => sqlx::query_as(
+            "SELECT DISTINCT s.meaning FROM signatures s JOIN participants p ON p.id = s.participant_id \
+             WHERE p.study_id = $1 ORDER BY s.meaning")
+            .bind(study_id).fetch_all(p).await?);
+        Ok(rows.into_iter().map(|(m,)| m).collect())
+    }
+}

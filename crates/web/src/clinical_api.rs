@@ -102,15 +102,16 @@ async fn openclinica4(
 ) -> ApiResult<Response> {
     let with_metadata =
         !matches!(q.include_metadata.as_deref().map(str::to_ascii_lowercase).as_deref(), Some("n" | "no"));
-    yes_no(q.include_dns.as_deref()).rid(&headers)?;
-    yes_no(q.include_audits.as_deref()).rid(&headers)?;
+    let notes = yes_no(q.include_dns.as_deref()).rid(&headers)?;
+    let audit_logs = yes_no(q.include_audits.as_deref()).rid(&headers)?;
     let req = ClinicalExport {
         participant: Some(subject),
         event: Some(event),
         form: Some(form),
         openclinica: true,
-        changed_since: None,
-        embedded: false,
+        notes,
+        audit_logs,
+        ..ClinicalExport::default()
     };
     let json =
         headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("application/json"));
@@ -121,7 +122,7 @@ async fn openclinica4(
         };
     }
     if !with_metadata {
-        return stream_xml(s.app.clone(), p, study, req).await.rid(&headers);
+        return stream_xml(s.app.clone(), p, study, req, false).await.rid(&headers);
     }
     let mut xml = Vec::new();
     s.app
@@ -137,13 +138,28 @@ async fn openclinica4(
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NativeQuery {
-    /// `odm13` (default) or `odm13-oc`.
+    /// `odm13` (default), `odm13-oc` or `odm2`.
     format: Option<String>,
     participant: Option<String>,
     event: Option<String>,
     form: Option<String>,
     /// RFC 3339: only what changed after this time.
     changed_since: Option<String>,
+    /// The design (`Study`) and `AdminData` with the clinical data, in one document.
+    #[serde(default)]
+    full: bool,
+    /// `OpenClinica:DiscrepancyNotes` (odm13-oc).
+    #[serde(default)]
+    notes: bool,
+    /// `OpenClinica:AuditLogs` (odm13-oc).
+    #[serde(default)]
+    audit_logs: bool,
+    /// Standard ODM `AuditRecord`s.
+    #[serde(default)]
+    audit_records: bool,
+    /// Standard ODM `Signature`s.
+    #[serde(default)]
+    signatures: bool,
 }
 
 async fn native(
@@ -153,13 +169,26 @@ async fn native(
     Path(oid): Path<String>,
     Query(q): Query<NativeQuery>,
 ) -> ApiResult<Response> {
-    let openclinica = match q.format.as_deref().unwrap_or("odm13") {
-        "odm13" => false,
-        "odm13-oc" => true,
+    let (openclinica, odm20) = match q.format.as_deref().unwrap_or("odm13") {
+        "odm13" => (false, false),
+        "odm13-oc" => (true, false),
+        "odm2" => (false, true),
         other => {
-            return Err(AppError::invalid("format", format!("'{other}' is not odm13 or odm13-oc"))).rid(&headers);
+            return Err(AppError::invalid("format", format!("'{other}' is not odm13, odm13-oc or odm2"))).rid(&headers);
         }
     };
+    let mut wrong = Vec::new();
+    for (set, name) in [(q.notes, "notes"), (q.audit_logs, "audit_logs")] {
+        if set && !openclinica {
+            wrong.push(casebook_domain::FieldError::new(
+                name,
+                "is OpenClinica's extension: ask for format=odm13-oc (or audit_records=true for standard ODM)",
+            ));
+        }
+    }
+    if !wrong.is_empty() {
+        return Err(AppError::Validation(wrong)).rid(&headers);
+    }
     let changed_since = match q.changed_since.as_deref() {
         None => None,
         Some(t) => Some(
@@ -174,9 +203,14 @@ async fn native(
         form: q.form,
         openclinica,
         changed_since,
-        embedded: false,
+        odm20,
+        notes: q.notes,
+        audit_logs: q.audit_logs,
+        audit_records: q.audit_records,
+        signatures: q.signatures,
+        ..ClinicalExport::default()
     };
-    stream_xml(s.app.clone(), p, oid, req).await.rid(&headers)
+    stream_xml(s.app.clone(), p, oid, req, q.full).await.rid(&headers)
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -202,19 +236,19 @@ async fn openclinica(
     Path((format, study, subject, event, form)): Path<(String, String, String, String, String)>,
     Query(q): Query<OpenClinicaQuery>,
 ) -> ApiResult<Response> {
-    // Notes and audit logs are accepted for compatibility and not yet included.
-    yes_no(q.include_dns.as_deref()).rid(&headers)?;
-    yes_no(q.include_audits.as_deref()).rid(&headers)?;
+    let notes = yes_no(q.include_dns.as_deref()).rid(&headers)?;
+    let audit_logs = yes_no(q.include_audits.as_deref()).rid(&headers)?;
     let req = ClinicalExport {
         participant: Some(subject),
         event: Some(event),
         form: Some(form),
         openclinica: true,
-        changed_since: None,
-        embedded: false,
+        notes,
+        audit_logs,
+        ..ClinicalExport::default()
     };
     match format.as_str() {
-        "xml" => stream_xml(s.app.clone(), p, study, req).await.rid(&headers),
+        "xml" => stream_xml(s.app.clone(), p, study, req, false).await.rid(&headers),
         "json" => match s.app.export_clinical_json(&p, &study, &req, false).await.rid(&headers)? {
             None => Ok(StatusCode::NO_CONTENT.into_response()),
             Some(json) => Ok(([(header::CONTENT_TYPE, "application/json")], json.to_string()).into_response()),
@@ -225,16 +259,25 @@ async fn openclinica(
 
 /// Runs the export in its own task and streams its pages as the body; an error before the
 /// first page is answered as an error.
-async fn stream_xml(app: App, who: Principal, study: String, req: ClinicalExport) -> Result<Response, AppError> {
+async fn stream_xml(
+    app: App,
+    who: Principal,
+    study: String,
+    req: ClinicalExport,
+    full: bool,
+) -> Result<Response, AppError> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, AppError>>(4);
     tokio::spawn(async move {
         let sender = tx.clone();
-        let result = app
-            .export_clinical(&who, &study, &req, move |chunk| {
-                let sender = sender.clone();
-                async move { sender.send(Ok(chunk)).await.is_ok() }
-            })
-            .await;
+        let sink = move |chunk| {
+            let sender = sender.clone();
+            async move { sender.send(Ok(chunk)).await.is_ok() }
+        };
+        let result = if full {
+            app.export_full(&who, &study, &req, sink).await
+        } else {
+            app.export_clinical(&who, &study, &req, sink).await
+        };
         if let Err(e) = result {
             let _ = tx.send(Err(e)).await;
         }

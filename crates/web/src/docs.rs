@@ -369,7 +369,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "get",
         "/api/v1/studies/{oid}/clinical-data",
         "clinical data",
-        "The study's clinical data (or a site's, by its OID) as CDISC ODM 1.3.2, streamed: ?format=odm13|odm13-oc, participant, event, form, changed_since (RFC 3339)",
+        "The study's clinical data (or a site's, by its OID) as CDISC ODM, streamed: ?format=odm13|odm13-oc|odm2, participant, event, form, changed_since (RFC 3339), full=true (design + AdminData + data), audit_records=true, signatures=true, notes=true and audit_logs=true (odm13-oc)",
         None,
         200,
     ),

@@ -91,6 +91,8 @@ pub struct AuditOut<'a> {
 /// A `Signature`: who signed the element, where, when, and with which meaning.
 #[derive(Debug, Clone, Copy)]
 pub struct SignatureOut<'a> {
+    /// `@ID`: unique in the document (an `xs:ID`; some consumers, odmlib among them, need it).
+    pub id: Option<&'a str>,
     /// `UserRef/@UserOID`: a `User` of the `AdminData`.
     pub user_oid: &'a str,
     /// `LocationRef/@LocationOID`: a `Location` of the `AdminData`.
@@ -352,6 +354,7 @@ impl OwnedAudit {
 
 #[derive(Debug)]
 struct OwnedSignature {
+    id: Option<String>,
     user_oid: String,
     location_oid: String,
     signature_oid: String,
@@ -362,6 +365,7 @@ impl OwnedSignature {
     fn new(s: &SignatureOut<'_>) -> Self {
         Self {
             user_oid: s.user_oid.to_owned(),
+            id: s.id.map(str::to_owned),
             location_oid: s.location_oid.to_owned(),
             signature_oid: s.signature_oid.to_owned(),
             date_time: s.date_time,
@@ -370,6 +374,7 @@ impl OwnedSignature {
 
     fn borrow(&self) -> SignatureOut<'_> {
         SignatureOut {
+            id: self.id.as_deref(),
             user_oid: &self.user_oid,
             location_oid: &self.location_oid,
             signature_oid: &self.signature_oid,
@@ -466,7 +471,11 @@ fn write_audit<W: Write>(w: &mut Writer<W>, a: &AuditOut<'_>) -> io::Result<()> 
 
 /// An ODM `Signature` (the same shape in 1.3.2 and 2.0).
 fn write_signature<W: Write>(w: &mut Writer<W>, s: &SignatureOut<'_>) -> io::Result<()> {
-    w.write_event(Event::Start(BytesStart::new("Signature")))?;
+    let mut start = BytesStart::new("Signature");
+    if let Some(id) = s.id {
+        start.push_attribute(("ID", id));
+    }
+    w.write_event(Event::Start(start))?;
     empty_with(w, "UserRef", "UserOID", s.user_oid)?;
     empty_with(w, "LocationRef", "LocationOID", s.location_oid)?;
     empty_with(w, "SignatureRef", "SignatureOID", s.signature_oid)?;

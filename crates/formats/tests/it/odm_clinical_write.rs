@@ -181,6 +181,7 @@ fn audit(reason: &str) -> AuditOut<'_> {
 
 fn signature() -> SignatureOut<'static> {
     SignatureOut {
+        id: None,
         user_oid: "USR_2",
         location_oid: "LOC_SITE_A",
         signature_oid: "SD_INVESTIGATOR",

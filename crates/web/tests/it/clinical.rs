@@ -805,3 +805,137 @@ async fn cancel_t(t: TestApp) {
     assert_eq!(job["status"], "failed", "{job}");
     assert!(job["error"].as_str().unwrap().starts_with("interrupted"), "{job}");
 }
+
+/// Every `Attr="X"` of the document.
+fn attribute_values(xml: &str, attr: &str) -> Vec<String> {
+    let needle = format!(" {attr}=\"");
+    xml.match_indices(&needle)
+        .map(|(i, _)| {
+            let rest = &xml[i + needle.len()..];
+            rest[..rest.find('"').unwrap()].to_owned()
+        })
+        .collect()
+}
+
+/// Runs the shared odmlib checker (an independent ODM consumer) on a document.
+fn odmlib_check(xml: &str) -> String {
+    let fixtures = std::env::var("CASEBOOK_FIXTURES")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures").to_owned());
+    let tool = std::path::Path::new(&fixtures).join("../tools/odmlib_check.py");
+    assert!(tool.is_file(), "the shared odmlib checker is missing at {}", tool.display());
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = std::env::temp_dir().join(format!("casebook-odmlib-{}-{n}.xml", std::process::id()));
+    std::fs::write(&file, xml).unwrap();
+    let out = std::process::Command::new("python3")
+        .arg(&tool)
+        .arg(&file)
+        .output()
+        .expect("python3 is required (scripts/test.sh installs odmlib)");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "odmlib_check.py failed on {} (pip install odmlib==0.2.1):\n{text}", file.display());
+    std::fs::remove_file(&file).unwrap();
+    text
+}
+
+// A full export: the design, AdminData (users, locations, signature meanings) and the clinical
+// data with standard audit records and signatures, in ODM 1.3.2 and 2.0, valid against the
+// official schemas, every reference resolving, accepted by an independent consumer (odmlib);
+// with OpenClinica's extensions, the notes and the audit trail as OpenClinica writes them.
+both!(a_full_export_carries_the_design_admin_data_audit_records_notes_and_signatures, full_t);
+async fn full_t(t: TestApp) {
+    let crc = t.key("demo_crc").await;
+    let inv = t.key("demo_investigator").await;
+    let dm = t.key("demo_dm").await;
+    let label = crate::review::enrol(&t, &crc).await;
+    crate::review::complete_vitals(&t, &crc, &label, "SE_BASELINE").await;
+    let (s, e) = crate::review::sign(
+        &t,
+        &inv,
+        &crate::review::event_path(&label, "SE_BASELINE"),
+        "demo_investigator",
+        crate::PASSWORD,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let (s, q) = t
+        .post(&dm, "/api/v1/studies/S_DEMO/notes", crate::notes::query_on_weight(&label, "Please confirm the weight"))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{q}");
+
+    // ODM 1.3.2, full, with audit records and signatures.
+    let (s, xml) = get_text(
+        &t,
+        &dm,
+        &format!(
+            "/api/v1/studies/S_DEMO/clinical-data?participant={label}&full=true&audit_records=true&signatures=true"
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{xml}");
+    crate::design::xmllint(&xml, "xsd-1.3.2/ODM1-3-2.xsd");
+    assert!(xml.contains(r#"Granularity="All""#), "{xml}");
+    for part in [
+        "<Study OID=\"S_DEMO\"",
+        "<AdminData",
+        "<ClinicalData",
+        "<AuditRecord",
+        "<Signature ID=\"SIG_",
+        "<SignatureDef",
+    ] {
+        assert!(xml.contains(part), "{part} missing");
+    }
+    assert!(xml.contains(crate::review::MEANING), "the signature's meaning is not in its SignatureDef");
+    for (attr, def) in [("UserOID", "User"), ("LocationOID", "Location"), ("SignatureOID", "SignatureDef")] {
+        let refs = attribute_values(&xml, attr);
+        assert!(!refs.is_empty(), "no {attr} written");
+        for r in refs {
+            assert!(xml.contains(&format!("<{def} OID=\"{r}\"")), "{attr}={r} does not resolve to a {def}");
+        }
+    }
+    let report = odmlib_check(&xml);
+    assert!(report.contains("XSD: ok"), "{report}");
+    assert!(report.contains("validate(): 0 errors"), "{report}");
+
+    // ODM 2.0, full, the same options.
+    let (s, xml2) = get_text(
+        &t,
+        &dm,
+        &format!(
+            "/api/v1/studies/S_DEMO/clinical-data?format=odm2&participant={label}&full=true&audit_records=true&signatures=true"
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{xml2}");
+    crate::design::xmllint(&xml2, "xsd-2.0/ODM.xsd");
+    assert!(xml2.contains(r#"ODMVersion="2.0""#) && xml2.contains("<Value>64</Value>"), "{xml2}");
+    // ODM 2.0 clinical data only.
+    let (_, only) =
+        get_text(&t, &dm, &format!("/api/v1/studies/S_DEMO/clinical-data?format=odm2&participant={label}")).await;
+    crate::design::xmllint(&only, "xsd-2.0/ODM.xsd");
+
+    // OpenClinica 3's path with includeDNs and includeAudits.
+    let (s, oc) = get_text(
+        &t,
+        &dm,
+        &format!("/OpenClinica/rest/clinicaldata/xml/view/S_DEMO/{label}/*/*?includeDNs=y&includeAudits=y"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{oc}");
+    assert!(oc.contains("<OpenClinica:DiscrepancyNotes"), "{oc}");
+    assert!(oc.contains(r#"NoteType="Query""#) && oc.contains("Please confirm the weight"), "{oc}");
+    assert!(oc.contains("<OpenClinica:AuditLogs") && oc.contains("item_data.value_saved"), "{oc}");
+    let (_, plain) =
+        get_text(&t, &dm, &format!("/OpenClinica/rest/clinicaldata/xml/view/S_DEMO/{label}/*/*?includeDNs=n")).await;
+    assert!(!plain.contains("DiscrepancyNotes") && !plain.contains("AuditLogs"), "{plain}");
+    // The import's reader reads it all (the notes and audit logs too): the file checks clean
+    // but for the calculated BMI, which the server computes.
+    let (s, report) = dry_run(&t, &crc, &oc).await;
+    assert_eq!(s, StatusCode::OK, "{report}");
+    assert_eq!(codes(&report, "warnings"), ["calculated_ignored"], "{report}");
+
+    // Notes are OpenClinica's extension.
+    let (s, e) = t.get(&dm, "/api/v1/studies/S_DEMO/clinical-data?notes=true").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(e.to_string().contains("odm13-oc"), "{e}");
+}

@@ -34,7 +34,7 @@ async fn participant_with_vitals(t: &TestApp, crc: &str) -> String {
     label
 }
 
-fn query_on_weight(label: &str, description: &str) -> Value {
+pub(crate) fn query_on_weight(label: &str, description: &str) -> Value {
     json!({"participant": label, "event": "SE_BASELINE", "form": "F_VITAL_SIGNS", "item": "weight",
            "type": "query", "description": description})
 }

@@ -8,10 +8,10 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 const STUDY: &str = "/api/v1/studies/S_DEMO/participants";
-const MEANING: &str = "I attest that I have reviewed these data and that they are accurate and complete";
+pub(crate) const MEANING: &str = "I attest that I have reviewed these data and that they are accurate and complete";
 
 /// A participant at DEMO-A with the baseline scheduled; returns its label.
-async fn enrol(t: &TestApp, crc: &str) -> String {
+pub(crate) async fn enrol(t: &TestApp, crc: &str) -> String {
     let (s, p) = t
         .post(
             crc,
@@ -34,7 +34,7 @@ fn form_path(label: &str, event: &str) -> String {
     format!("{STUDY}/{label}/events/{event}/1/forms/F_VITAL_SIGNS")
 }
 
-fn event_path(label: &str, event: &str) -> String {
+pub(crate) fn event_path(label: &str, event: &str) -> String {
     format!("{STUDY}/{label}/events/{event}/1")
 }
 
@@ -62,7 +62,7 @@ fn all_vitals() -> Value {
 }
 
 /// Fills and completes the vital signs of `event`: the event completes by itself.
-async fn complete_vitals(t: &TestApp, crc: &str, label: &str, event: &str) {
+pub(crate) async fn complete_vitals(t: &TestApp, crc: &str, label: &str, event: &str) {
     let (s, saved) = save(t, crc, label, event, all_vitals()).await;
     assert_eq!(s, StatusCode::OK, "{saved}");
     let version = saved["form"]["version"].as_i64().unwrap();
@@ -188,7 +188,7 @@ async fn status_t(t: TestApp) {
     assert!(manual.iter().all(|r| r["reason"] == "test"), "{manual:?}");
 }
 
-async fn sign(t: &TestApp, key: &str, path: &str, username: &str, password: &str) -> (StatusCode, Value) {
+pub(crate) async fn sign(t: &TestApp, key: &str, path: &str, username: &str, password: &str) -> (StatusCode, Value) {
     t.post(key, &format!("{path}/sign"), json!({"username": username, "password": password, "meaning": MEANING})).await
 }
 
