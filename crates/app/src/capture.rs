@@ -278,86 +278,29 @@ impl App {
         }
         let params: StudyParameters = serde_json::from_str(&study.parameters).map_err(internal)?;
         let today = self.store().clock().now().date();
-        let mut errors = Vec::new();
-        let trim = |s: &Option<String>| s.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
-        let label_in = trim(&input.label);
-        match (params.participant_id_generation, &label_in) {
-            (IdGeneration::Manual, None) => errors.push(FieldError::new("label", "the participant ID is required")),
-            (IdGeneration::AutoNonEditable, Some(_)) => {
-                errors
-                    .push(FieldError::new("label", "this study numbers participants automatically; leave the ID out"));
-            }
-            (_, Some(l)) if l.chars().count() > 30 => errors.push(FieldError::new("label", "at most 30 characters")),
-            _ => {}
-        }
-        let secondary = trim(&input.secondary_label);
-        if secondary.as_ref().is_some_and(|s| s.chars().count() > 30) {
-            errors.push(FieldError::new("secondary_label", "at most 30 characters"));
-        }
-        let person_id = trim(&input.person_id);
-        match (params.person_id, &person_id) {
-            (Collect::Required, None) => {
-                errors.push(FieldError::new("person_id", "the person ID is required in this study"))
-            }
-            (Collect::NotUsed, Some(_)) => {
-                errors.push(FieldError::new("person_id", "this study does not collect a person ID"))
-            }
-            _ => {}
-        }
-        let sex = match trim(&input.sex).map(|s| s.to_ascii_lowercase()) {
-            None if params.sex_required => {
-                errors.push(FieldError::new("sex", "sex is required in this study (m or f)"));
-                None
-            }
-            None => None,
-            Some(s) => match s.as_str() {
-                "m" | "male" => Some("m".to_owned()),
-                "f" | "female" => Some("f".to_owned()),
-                other => {
-                    errors.push(FieldError::new("sex", format!("'{other}' is not m or f")));
-                    None
-                }
-            },
-        };
-        let dob = trim(&input.date_of_birth);
-        let dob = match (params.collect_dob, dob) {
-            (DobCollection::NotUsed, Some(_)) => {
-                errors.push(FieldError::new("date_of_birth", "this study does not collect the date of birth"));
-                None
-            }
-            (DobCollection::NotUsed, None) => None,
-            (_, None) => {
-                errors.push(FieldError::new("date_of_birth", "the date of birth is required in this study"));
-                None
-            }
-            (DobCollection::YearOnly, Some(y)) => match y.parse::<i32>() {
-                Ok(n) if (1880..=today.year()).contains(&n) => Some(y),
-                _ => {
-                    errors.push(FieldError::new(
-                        "date_of_birth",
-                        format!("'{y}' is not a year of birth (YYYY, not in the future)"),
-                    ));
-                    None
-                }
-            },
-            (DobCollection::Full, Some(d)) => match parse_date("date_of_birth", &d, &mut errors) {
-                Some(date) if date > today => {
-                    errors.push(FieldError::new("date_of_birth", "the date of birth cannot be in the future"));
-                    None
-                }
-                Some(date) => Some(date.to_string()),
-                None => None,
-            },
-        };
-        let enrolled = parse_date("enrolled_on", &input.enrolled_on, &mut errors);
-        if enrolled.is_some_and(|d| d > today) {
-            errors.push(FieldError::new("enrolled_on", "the enrolment date cannot be in the future"));
-        }
-        let group = trim(&input.group);
-        if !errors.is_empty() {
-            return Err(AppError::Validation(errors));
-        }
-        let enrolled = enrolled.ok_or_else(|| AppError::invalid("enrolled_on", "required"))?.to_string();
+        let e = check_enrolment(&params, today, &input).map_err(AppError::Validation)?;
+        let mut tx = self.store().write(who.actor()).await?;
+        let (_, oid_text) = self.enrol_in(&mut tx, &study, &site, &params, &e, None).await?;
+        tx.commit().await?;
+        self.participant_view_of(study.id, &oid_text).await
+    }
+
+    /// Enrols a checked participant inside a transaction (an enrolment, an import): numbers it
+    /// when the study does, gives it `oid` when that OID is free (an import keeps the file's),
+    /// audits it. Returns its id and OID.
+    ///
+    /// # Errors
+    /// [`AppError::Conflict`] when the participant ID is taken.
+    pub(crate) async fn enrol_in(
+        &self,
+        tx: &mut casebook_store::WriteTx,
+        study: &StudyRow,
+        site: &StudyRow,
+        params: &StudyParameters,
+        e: &Enrolment,
+        oid: Option<&str>,
+    ) -> Result<(i64, String), AppError> {
+        let Enrolment { label: label_in, secondary, person_id, sex, dob, enrolled, group } = e.clone();
         let site_protocol = serde_json::from_str::<casebook_domain::study::StudyDetails>(&site.details)
             .map(|d| d.protocol_id)
             .unwrap_or_else(|_| site.oid.clone());
@@ -365,7 +308,6 @@ impl App {
             .map(|d| d.protocol_id)
             .unwrap_or_else(|_| study.oid.clone());
 
-        let mut tx = self.store().write(who.actor()).await?;
         let label = match label_in {
             Some(l) => l,
             None => {
@@ -386,7 +328,10 @@ impl App {
             },
         )
         .to_string();
-        let mut oid_text = base.clone();
+        let mut oid_text = match oid {
+            Some(o) if !o.trim().is_empty() && !tx.participant_oid_taken(o.trim()).await? => o.trim().to_owned(),
+            _ => base.clone(),
+        };
         while tx.participant_oid_taken(&oid_text).await? {
             use rand::Rng;
             oid_text = format!("{base}_{}", rand::rng().random_range(0..10_000));
@@ -420,8 +365,7 @@ impl App {
                 })),
         )
         .await?;
-        tx.commit().await?;
-        self.participant_view_of(study.id, &oid_text).await
+        Ok((id, oid_text))
     }
 
     /// Participants of a study the principal may see (site users: their sites), by ID.
@@ -506,23 +450,8 @@ impl App {
             return Err(AppError::Validation(errors));
         };
         let mut tx = self.store().write(who.actor()).await?;
-        let existing: Vec<StudyEventRow> =
-            tx.study_events_of(p.id).await?.into_iter().filter(|e| e.event_oid == def.oid.as_str()).collect();
-        if !def.repeating && !existing.is_empty() {
-            return Err(AppError::Conflict(format!("event {} is not repeating and is already scheduled", def.oid)));
-        }
-        let repeat_key = existing.iter().map(|e| e.repeat_key).max().unwrap_or(0) + 1;
-        tx.insert_study_event(p.id, def.oid.as_str(), repeat_key, start, end, location.as_deref()).await?;
-        tx.audit(
-            AuditEntry::new("event.scheduled", "study_event", format!("{}/{}[{repeat_key}]", p.oid, def.oid))
-                .study(Some(study.id), (site.id != study.id).then_some(site.id))
-                .new_value(serde_json::json!({
-                    "participant": p.oid, "event": def.oid.as_str(), "repeat_key": repeat_key,
-                    "start": start.map(|s| s.to_string()), "end": end.map(|s| s.to_string()), "location": location,
-                    "status": "scheduled",
-                })),
-        )
-        .await?;
+        let repeat_key =
+            self.schedule_in(&mut tx, &study, &site, &p, &def, None, start, end, location.as_deref()).await?;
         tx.commit().await?;
         Ok(EventView {
             event_oid: def.oid.to_string(),
@@ -535,6 +464,51 @@ impl App {
             location,
             forms: Vec::new(),
         })
+    }
+
+    /// Schedules an occurrence of `def` inside a transaction (a scheduling, an import): the
+    /// occurrence `repeat_key` when given (an import keeps the file's), else the next one;
+    /// audited. Returns its repeat key.
+    ///
+    /// # Errors
+    /// [`AppError::Conflict`] when a non-repeating event is already scheduled, or the
+    /// occurrence exists.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn schedule_in(
+        &self,
+        tx: &mut casebook_store::WriteTx,
+        study: &StudyRow,
+        site: &StudyRow,
+        p: &ParticipantRow,
+        def: &casebook_domain::design::EventDef,
+        repeat_key: Option<i32>,
+        start: Option<time::OffsetDateTime>,
+        end: Option<time::OffsetDateTime>,
+        location: Option<&str>,
+    ) -> Result<i32, AppError> {
+        let existing: Vec<StudyEventRow> =
+            tx.study_events_of(p.id).await?.into_iter().filter(|e| e.event_oid == def.oid.as_str()).collect();
+        if !def.repeating && (!existing.is_empty() || repeat_key.is_some_and(|r| r != 1)) {
+            return Err(AppError::Conflict(format!("event {} is not repeating and is already scheduled", def.oid)));
+        }
+        if let Some(r) = repeat_key
+            && existing.iter().any(|e| e.repeat_key == r)
+        {
+            return Err(AppError::Conflict(format!("occurrence {r} of event {} is already scheduled", def.oid)));
+        }
+        let repeat_key = repeat_key.unwrap_or_else(|| existing.iter().map(|e| e.repeat_key).max().unwrap_or(0) + 1);
+        tx.insert_study_event(p.id, def.oid.as_str(), repeat_key, start, end, location).await?;
+        tx.audit(
+            AuditEntry::new("event.scheduled", "study_event", format!("{}/{}[{repeat_key}]", p.oid, def.oid))
+                .study(Some(study.id), (site.id != study.id).then_some(site.id))
+                .new_value(serde_json::json!({
+                    "participant": p.oid, "event": def.oid.as_str(), "repeat_key": repeat_key,
+                    "start": start.map(|s| s.to_string()), "end": end.map(|s| s.to_string()), "location": location,
+                    "status": "scheduled",
+                })),
+        )
+        .await?;
+        Ok(repeat_key)
     }
 
     /// Removes a participant: it and everything under it leave the active data (nothing is
@@ -746,4 +720,104 @@ mod tests {
         assert_eq!(fill_template("{study}{n}", "A", "TRIAL", 12), "TRIAL12");
         assert_eq!(fill_template("P-{n:03}", "A", "T", 1234), "P-1234");
     }
+}
+
+/// Enrolment fields checked against the study's parameters.
+#[derive(Debug, Clone)]
+pub(crate) struct Enrolment {
+    pub(crate) label: Option<String>,
+    pub(crate) secondary: Option<String>,
+    pub(crate) person_id: Option<String>,
+    pub(crate) sex: Option<String>,
+    pub(crate) dob: Option<String>,
+    pub(crate) enrolled: String,
+    pub(crate) group: Option<String>,
+}
+
+/// Checks an enrolment against the study's parameters (IDs, person ID, sex, date or year of
+/// birth, enrolment date); every problem at once.
+pub(crate) fn check_enrolment(
+    params: &StudyParameters,
+    today: time::Date,
+    input: &EnrolInput,
+) -> Result<Enrolment, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let trim = |s: &Option<String>| s.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+    let label_in = trim(&input.label);
+    match (params.participant_id_generation, &label_in) {
+        (IdGeneration::Manual, None) => errors.push(FieldError::new("label", "the participant ID is required")),
+        (IdGeneration::AutoNonEditable, Some(_)) => {
+            errors.push(FieldError::new("label", "this study numbers participants automatically; leave the ID out"));
+        }
+        (_, Some(l)) if l.chars().count() > 30 => errors.push(FieldError::new("label", "at most 30 characters")),
+        _ => {}
+    }
+    let secondary = trim(&input.secondary_label);
+    if secondary.as_ref().is_some_and(|s| s.chars().count() > 30) {
+        errors.push(FieldError::new("secondary_label", "at most 30 characters"));
+    }
+    let person_id = trim(&input.person_id);
+    match (params.person_id, &person_id) {
+        (Collect::Required, None) => {
+            errors.push(FieldError::new("person_id", "the person ID is required in this study"))
+        }
+        (Collect::NotUsed, Some(_)) => {
+            errors.push(FieldError::new("person_id", "this study does not collect a person ID"))
+        }
+        _ => {}
+    }
+    let sex = match trim(&input.sex).map(|s| s.to_ascii_lowercase()) {
+        None if params.sex_required => {
+            errors.push(FieldError::new("sex", "sex is required in this study (m or f)"));
+            None
+        }
+        None => None,
+        Some(s) => match s.as_str() {
+            "m" | "male" => Some("m".to_owned()),
+            "f" | "female" => Some("f".to_owned()),
+            other => {
+                errors.push(FieldError::new("sex", format!("'{other}' is not m or f")));
+                None
+            }
+        },
+    };
+    let dob = trim(&input.date_of_birth);
+    let dob = match (params.collect_dob, dob) {
+        (DobCollection::NotUsed, Some(_)) => {
+            errors.push(FieldError::new("date_of_birth", "this study does not collect the date of birth"));
+            None
+        }
+        (DobCollection::NotUsed, None) => None,
+        (_, None) => {
+            errors.push(FieldError::new("date_of_birth", "the date of birth is required in this study"));
+            None
+        }
+        (DobCollection::YearOnly, Some(y)) => match y.parse::<i32>() {
+            Ok(n) if (1880..=today.year()).contains(&n) => Some(y),
+            _ => {
+                errors.push(FieldError::new(
+                    "date_of_birth",
+                    format!("'{y}' is not a year of birth (YYYY, not in the future)"),
+                ));
+                None
+            }
+        },
+        (DobCollection::Full, Some(d)) => match parse_date("date_of_birth", &d, &mut errors) {
+            Some(date) if date > today => {
+                errors.push(FieldError::new("date_of_birth", "the date of birth cannot be in the future"));
+                None
+            }
+            Some(date) => Some(date.to_string()),
+            None => None,
+        },
+    };
+    let enrolled = parse_date("enrolled_on", &input.enrolled_on, &mut errors);
+    if enrolled.is_some_and(|d| d > today) {
+        errors.push(FieldError::new("enrolled_on", "the enrolment date cannot be in the future"));
+    }
+    let group = trim(&input.group);
+    let Some(enrolled) = enrolled.filter(|_| errors.is_empty()) else {
+        return Err(errors);
+    };
+    Ok(Enrolment { label: label_in, secondary, person_id, sex, dob, enrolled: enrolled.to_string(), group })
 }

@@ -23,11 +23,13 @@ use casebook_domain::capture::evaluate::{EvalContext, Slot, evaluate};
 use casebook_domain::capture::status::EventStatus;
 use casebook_domain::design::{FormVersion, StudyDesign};
 use casebook_domain::role::Permission;
-use casebook_formats::odm::clinical::{ClinicalReader, FormRecord, Record};
+use casebook_formats::odm::clinical::{ClinicalReader, FormRecord, Record, SubjectRecord};
 use casebook_store::capture::{ParticipantRow, StudyEventRow};
+use casebook_store::studies::StudyRow;
 use serde::Serialize;
 
 use crate::auth::Principal;
+use crate::capture::{EnrolInput, Enrolment, check_enrolment};
 use crate::entry::{Held, SaveFormInput, ValueInput, completion_problems, parse_input, slot, values_of};
 use crate::{App, AppError};
 
@@ -73,6 +75,10 @@ pub struct ImportReport {
     pub warnings: Vec<ImportProblem>,
     /// More problems were found than reported.
     pub truncated: bool,
+    /// Participants the import enrols (or would, in a dry run).
+    pub enrolled: usize,
+    /// Event occurrences the import schedules (or would, in a dry run).
+    pub scheduled: usize,
     /// Forms whose data the import changed (0 in a dry run or when refused).
     pub written_forms: usize,
     /// Forms the import marked complete.
@@ -445,6 +451,9 @@ impl App {
         let now = self.store().clock().now();
         let ctx = EvalContext { today: now.date(), now };
         let mut report = ImportReport { file_name: file_name.to_owned(), dry_run: true, ..ImportReport::default() };
+        let params: casebook_domain::study::StudyParameters =
+            serde_json::from_str(&study.parameters).map_err(crate::error::anyhow_like::internal)?;
+        let mut file_study: Option<String> = None;
         let mut reader = ClinicalReader::with_max_bytes(input, max_bytes);
         let mut place = Place::default();
         loop {
@@ -465,6 +474,7 @@ impl App {
             };
             match record {
                 Record::Study(s) => {
+                    file_study = Some(s.study_oid.clone());
                     let ours = s.study_oid == study.oid || sites.iter().any(|x| x.oid == s.study_oid);
                     if !ours {
                         report.push(
@@ -499,10 +509,41 @@ impl App {
                             None => None,
                         },
                     };
-                    let Some(row) = found.filter(|r| access.sees_site(r.site_id)) else {
-                        p.code = "unknown_participant".into();
-                        p.message = format!("participant {key} does not exist (an import does not enrol participants)");
-                        report.push(true, p);
+                    let found = found.filter(|r| access.sees_site(r.site_id));
+                    let Some(row) = found else {
+                        if !params.import_enrols_participants {
+                            p.code = "unknown_participant".into();
+                            p.message = format!(
+                                "participant {key} does not exist (this study's imports do not enrol participants: \
+                                 study parameter import_enrols_participants)"
+                            );
+                            report.push(true, p);
+                            continue;
+                        }
+                        // To be enrolled by the import: checked as an enrolment would be.
+                        let site = import_site(&study, &sites, &s, file_study.as_deref());
+                        if !Self::may(&access, &study, site, Permission::ImportData) {
+                            p.code = "forbidden".into();
+                            p.message = format!("you may not import data at site {}", site.oid);
+                            report.push(true, p);
+                            continue;
+                        }
+                        match check_enrolment(&params, now.date(), &enrolment_input(&s, site, now.date())) {
+                            Ok(e) => {
+                                let row = new_participant_row(&study, site, &s, &e, now);
+                                place.participant = Some((row, site.oid.clone()));
+                                report.enrolled += 1;
+                            }
+                            Err(errors) => {
+                                for e in errors {
+                                    let mut p = p.clone();
+                                    p.code = "enrolment".into();
+                                    p.message =
+                                        format!("participant {key} cannot be enrolled: {}: {}", e.field, e.message);
+                                    report.push(true, p);
+                                }
+                            }
+                        }
                         continue;
                     };
                     let site = sites.iter().find(|x| x.id == row.site_id).unwrap_or(&study);
@@ -553,11 +594,45 @@ impl App {
                         .await?
                         .into_iter()
                         .find(|x| x.event_oid == event_oid && x.repeat_key == repeat);
+                    let occurrence = if p.id < 0 { None } else { occurrence };
+                    let removed = occurrence_removed(&occurrence);
                     let Some(ev) = occurrence.filter(|x| x.removal == "available") else {
-                        pr.code = "event_not_scheduled".into();
-                        pr.message =
-                            format!("{}[{repeat}] is not scheduled for {} (schedule it first)", e.event_oid, p.label);
-                        report.push(true, pr);
+                        if removed || !params.import_schedules_events {
+                            pr.code = "event_not_scheduled".into();
+                            pr.message = if removed {
+                                format!("{}[{repeat}] of {} is removed; restore it first", e.event_oid, p.label)
+                            } else {
+                                format!(
+                                    "{}[{repeat}] is not scheduled for {} (schedule it first, or allow imports to: \
+                                     study parameter import_schedules_events)",
+                                    e.event_oid, p.label
+                                )
+                            };
+                            report.push(true, pr);
+                            continue;
+                        }
+                        if design.event(&event_oid).is_some_and(|d| !d.repeating) && repeat != 1 {
+                            pr.code = "bad_repeat_key".into();
+                            pr.message =
+                                format!("{} does not repeat: its only occurrence is 1, not {repeat}", e.event_oid);
+                            report.push(true, pr);
+                            continue;
+                        }
+                        let start = match e.start_date.as_deref().map(parse_start) {
+                            None => None,
+                            Some(Some(t)) => Some(t),
+                            Some(None) => {
+                                pr.code = "bad_start_date".into();
+                                pr.message = format!(
+                                    "OpenClinica:StartDate '{}' is not a date (YYYY-MM-DD) or a date and time",
+                                    e.start_date.clone().unwrap_or_default()
+                                );
+                                report.push(true, pr);
+                                continue;
+                            }
+                        };
+                        report.scheduled += 1;
+                        place.event = Some(new_event_row(p.id, &event_oid, repeat, start, now));
                         continue;
                     };
                     if let Some(why) = EventStatus::parse(&ev.status).and_then(EventStatus::refuses_data) {
@@ -773,6 +848,101 @@ impl App {
     }
 }
 
+/// The site a participant the import enrols goes to: its `SiteRef` (a site OID, or the
+/// `LOC_`-prefixed location Casebook's full exports name), else the site the file's
+/// `ClinicalData/@StudyOID` names, else the study itself.
+fn import_site<'a>(
+    study: &'a StudyRow,
+    sites: &'a [StudyRow],
+    s: &SubjectRecord,
+    file_study: Option<&str>,
+) -> &'a StudyRow {
+    let named = |oid: &str| {
+        let oid = oid.trim();
+        let oid = oid.strip_prefix("LOC_").unwrap_or(oid);
+        sites.iter().find(|x| x.oid == oid)
+    };
+    s.site_oid.as_deref().and_then(named).or_else(|| file_study.and_then(named)).unwrap_or(study)
+}
+
+/// What a subject record says about the participant to enrol.
+fn enrolment_input(s: &SubjectRecord, site: &StudyRow, today: time::Date) -> EnrolInput {
+    EnrolInput {
+        site: site.oid.clone(),
+        label: s.subject.label.clone().or_else(|| s.subject.key.clone()),
+        secondary_label: s.secondary_id.clone(),
+        person_id: s.unique_identifier.clone(),
+        sex: s.sex.clone(),
+        date_of_birth: s.date_of_birth.clone().or_else(|| s.year_of_birth.clone()),
+        enrolled_on: s.enrollment_date.clone().unwrap_or_else(|| today.to_string()),
+        group: None,
+    }
+}
+
+/// The participant an import will enrol, as the check of its forms sees it (id -1).
+fn new_participant_row(
+    study: &StudyRow,
+    site: &StudyRow,
+    s: &SubjectRecord,
+    e: &Enrolment,
+    now: time::OffsetDateTime,
+) -> ParticipantRow {
+    ParticipantRow {
+        id: -1,
+        study_id: study.id,
+        site_id: site.id,
+        label: e.label.clone().unwrap_or_default(),
+        oid: s.subject.key.clone().unwrap_or_default(),
+        secondary_label: e.secondary.clone(),
+        person_id: e.person_id.clone(),
+        sex: e.sex.clone(),
+        date_of_birth: e.dob.clone(),
+        enrolled_on: e.enrolled.clone(),
+        group_name: e.group.clone(),
+        status: "available".to_owned(),
+        version: 0,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// The event occurrence an import will schedule, as the check of its forms sees it (id -1).
+fn new_event_row(
+    participant_id: i64,
+    event_oid: &str,
+    repeat: i32,
+    start: Option<time::OffsetDateTime>,
+    now: time::OffsetDateTime,
+) -> StudyEventRow {
+    StudyEventRow {
+        id: -1,
+        participant_id,
+        event_oid: event_oid.to_owned(),
+        repeat_key: repeat,
+        status: "scheduled".to_owned(),
+        removal: "available".to_owned(),
+        start_at: start,
+        end_at: None,
+        location: None,
+        version: 0,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn occurrence_removed(occurrence: &Option<StudyEventRow>) -> bool {
+    occurrence.as_ref().is_some_and(|x| x.removal != "available")
+}
+
+/// `OpenClinica:StartDate`: a date (midnight UTC) or an RFC 3339 date and time.
+fn parse_start(text: &str) -> Option<time::OffsetDateTime> {
+    let t = text.trim();
+    if let Ok(d) = time::Date::parse(t, time::macros::format_description!("[year]-[month]-[day]")) {
+        return Some(d.midnight().assume_utc());
+    }
+    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+}
+
 /// Resolves a `FormOID` (a version OID, OpenClinica 3) or a form OID with its layout or version
 /// (OpenClinica 4) to the form and version.
 fn resolve_form<'d>(
@@ -850,13 +1020,14 @@ impl App {
             return Ok(report);
         }
         progress.start_pass(2);
-        let (study, _) = self.study_with_access(who, study_oid).await?;
-        let (_, design) = self.production_design(study.id).await?;
+        let w = self.writing(who, study_oid).await?;
+        let (study, design) = (w.study.clone(), Arc::clone(&w.design));
         let rules = self.active_rules(study.id).await?;
         let mut tx = self.store().write(who.actor()).await?;
         let input = source.open().map_err(|e| AppError::invalid("file", format!("the file cannot be read: {e}")))?;
         let mut reader = ClinicalReader::new(input);
-        let mut subject: Option<String> = None;
+        let mut file_study: Option<String> = None;
+        let mut subject: Option<ParticipantRow> = None;
         let mut event: Option<(String, i32)> = None;
         while let Some(record) = reader.next_record().map_err(|d| AppError::invalid("file", d.message))? {
             // Dropping the transaction rolls everything back.
@@ -864,19 +1035,21 @@ impl App {
                 return Err(cancelled());
             }
             match record {
+                Record::Study(s) => file_study = Some(s.study_oid),
                 Record::Subject(s) => {
-                    subject = s.subject.key.filter(|k| !k.is_empty()).or(s.subject.label);
+                    subject = self.import_participant(&mut tx, &w, &s, file_study.as_deref()).await?;
                     event = None;
                 }
                 Record::Event(e) => {
-                    let repeat = e.repeat_key.as_deref().map_or(Some(1), |r| r.trim().parse::<i32>().ok());
-                    let oid = local_oid(&e.event_oid, |o| design.event(o).is_some());
-                    event = repeat.map(|r| (oid, r));
+                    event = match &subject {
+                        Some(p) => self.import_event(&mut tx, &w, p, &e).await?,
+                        None => None,
+                    };
                 }
                 Record::Form(f) => {
                     let (Some(p), Some((event_oid, repeat))) = (&subject, &event) else { continue };
                     let Some((form, version)) = resolve_form(&design, &f) else { continue };
-                    let loc = self.locate_form(who, study_oid, p, event_oid, *repeat, form.oid.as_str()).await?;
+                    let loc = self.located_in(&mut tx, &w, p, event_oid, *repeat, form.oid.as_str()).await?;
                     let existing =
                         tx.forms_of_event(loc.event.id).await?.into_iter().find(|x| x.form_oid == form.oid.as_str());
                     let values = value_inputs(version, &f);
@@ -896,7 +1069,7 @@ impl App {
                         report.completed_forms += 1;
                     }
                 }
-                Record::Study(_) | Record::Notes(_) => {}
+                Record::Notes(_) => {}
             }
         }
         tx.audit(
@@ -978,15 +1151,18 @@ impl App {
         let mut report = self.check_clinical_source(who, study_oid, file_name, &source).await?;
         report.dry_run = false;
         progress.start_pass(2);
-        let (study, _) = self.study_with_access(who, study_oid).await?;
-        let (_, design) = self.production_design(study.id).await?;
-        let rules = self.active_rules(study.id).await?;
+        let w = self.writing(who, study_oid).await?;
+        let design = Arc::clone(&w.design);
+        let rules = self.active_rules(w.study.id).await?;
         // Problems of the whole file stop everything.
         let whole_file = report.errors.iter().any(|e| e.code == "wrong_study");
         let input = source.open().map_err(|e| AppError::invalid("file", format!("the file cannot be read: {e}")))?;
         let mut reader = ClinicalReader::new(input);
         let mut subject: Option<(String, usize)> = None;
         let mut event: Option<(String, i32, usize)> = None;
+        let mut file_study: Option<String> = None;
+        let mut subject_record: Option<SubjectRecord> = None;
+        let mut event_record: Option<casebook_formats::odm::clinical::EventRecord> = None;
         // A fatal reading error ends the stream: the forms before it were written.
         while let Ok(Some(record)) = reader.next_record() {
             if progress.is_cancelled() {
@@ -998,11 +1174,13 @@ impl App {
                     let key = s.subject.key.clone().filter(|k| !k.is_empty()).or(s.subject.label.clone());
                     subject = key.map(|k| (k, s.line));
                     event = None;
+                    subject_record = Some(s);
                 }
                 Record::Event(e) => {
                     let repeat = e.repeat_key.as_deref().map_or(Some(1), |r| r.trim().parse::<i32>().ok());
                     let oid = local_oid(&e.event_oid, |o| design.event(o).is_some());
                     event = repeat.map(|r| (oid, r, e.line));
+                    event_record = Some(e);
                 }
                 Record::Form(f) => {
                     let end = f
@@ -1048,9 +1226,9 @@ impl App {
                         report.log.push(row);
                         continue;
                     };
-                    let result = self
-                        .import_one_form(who, study_oid, &participant, &event_oid, repeat, form, version, &f, &rules)
-                        .await;
+                    let (Some(sr), Some(er)) = (&subject_record, &event_record) else { continue };
+                    let result =
+                        self.import_one_form(who, &w, (sr, er, file_study.as_deref()), form, version, &f, &rules).await;
                     match result {
                         Ok((status, completed)) => {
                             progress.wrote_form();
@@ -1067,7 +1245,8 @@ impl App {
                     }
                     report.log.push(row);
                 }
-                Record::Study(_) | Record::Notes(_) => {}
+                Record::Study(s) => file_study = Some(s.study_oid),
+                Record::Notes(_) => {}
             }
         }
         report.accepted =
@@ -1082,17 +1261,18 @@ impl App {
     async fn import_one_form(
         &self,
         who: &Principal,
-        study_oid: &str,
-        participant: &str,
-        event_oid: &str,
-        repeat: i32,
+        w: &Writing,
+        (s, e, file_study): (&SubjectRecord, &casebook_formats::odm::clinical::EventRecord, Option<&str>),
         form: &casebook_domain::design::FormDef,
         version: &FormVersion,
         f: &FormRecord,
         rules: &[crate::rules_engine::ActiveRule],
     ) -> Result<(&'static str, bool), AppError> {
-        let loc = self.locate_form(who, study_oid, participant, event_oid, repeat, form.oid.as_str()).await?;
         let mut tx = self.store().write(who.actor()).await?;
+        let p = self.import_participant(&mut tx, w, s, file_study).await?.ok_or(AppError::NotFound("participant"))?;
+        let (event_oid, repeat) =
+            self.import_event(&mut tx, w, &p, e).await?.ok_or(AppError::NotFound("event occurrence"))?;
+        let loc = self.located_in(&mut tx, w, &p, &event_oid, repeat, form.oid.as_str()).await?;
         let existing = tx.forms_of_event(loc.event.id).await?.into_iter().find(|x| x.form_oid == form.oid.as_str());
         let values = value_inputs(version, f);
         let input = SaveFormInput {
@@ -1113,5 +1293,124 @@ impl App {
             tx.commit().await?;
         }
         Ok((status, completed))
+    }
+}
+
+/// What an import's writing needs once: the study, the importer's access, its sites, the design
+/// in Production and the study's parameters.
+struct Writing {
+    study: StudyRow,
+    access: crate::access::Access,
+    sites: Vec<StudyRow>,
+    design_number: i32,
+    design: Arc<StudyDesign>,
+    params: casebook_domain::study::StudyParameters,
+}
+
+impl App {
+    async fn writing(&self, who: &Principal, study_oid: &str) -> Result<Writing, AppError> {
+        let (study, access) = self.study_with_access(who, study_oid).await?;
+        let sites = self.store().sites_of(study.id).await?;
+        let (design_number, design) = self.production_design(study.id).await?;
+        let params = serde_json::from_str(&study.parameters).map_err(crate::error::anyhow_like::internal)?;
+        Ok(Writing { study, access, sites, design_number, design, params })
+    }
+
+    /// The participant a subject record names, as `tx` sees it: found by OID or label, else
+    /// enrolled when the study lets imports enrol (the check passed it); `None` otherwise.
+    async fn import_participant(
+        &self,
+        tx: &mut casebook_store::WriteTx,
+        w: &Writing,
+        s: &SubjectRecord,
+        file_study: Option<&str>,
+    ) -> Result<Option<ParticipantRow>, AppError> {
+        for key in [s.subject.key.as_deref(), s.subject.label.as_deref()].into_iter().flatten() {
+            if !key.trim().is_empty()
+                && let Some(p) = tx.participant(w.study.id, key.trim()).await?
+            {
+                return Ok(w.access.sees_site(p.site_id).then_some(p));
+            }
+        }
+        if !w.params.import_enrols_participants {
+            return Ok(None);
+        }
+        let site = import_site(&w.study, &w.sites, s, file_study);
+        let today = self.store().clock().now().date();
+        let e = check_enrolment(&w.params, today, &enrolment_input(s, site, today)).map_err(AppError::Validation)?;
+        let (_, oid) = self.enrol_in(tx, &w.study, site, &w.params, &e, s.subject.key.as_deref()).await?;
+        Ok(tx.participant(w.study.id, &oid).await?)
+    }
+
+    /// The event occurrence an event record names (its OID as the design knows it and its
+    /// repeat key), scheduling it when it is not and the study lets imports schedule.
+    async fn import_event(
+        &self,
+        tx: &mut casebook_store::WriteTx,
+        w: &Writing,
+        p: &ParticipantRow,
+        e: &casebook_formats::odm::clinical::EventRecord,
+    ) -> Result<Option<(String, i32)>, AppError> {
+        let oid = local_oid(&e.event_oid, |o| w.design.event(o).is_some());
+        let Some(def) = w.design.event(&oid) else { return Ok(None) };
+        let Some(repeat) = e.repeat_key.as_deref().map_or(Some(1), |r| r.trim().parse::<i32>().ok()) else {
+            return Ok(None);
+        };
+        let scheduled =
+            tx.study_events_of(p.id).await?.into_iter().any(|x| x.event_oid == oid && x.repeat_key == repeat);
+        if !scheduled && w.params.import_schedules_events {
+            let site = self.site_row(w, p.site_id);
+            let start = e.start_date.as_deref().and_then(parse_start);
+            self.schedule_in(tx, &w.study, site, p, def, Some(repeat), start, None, None).await?;
+        }
+        Ok(Some((oid, repeat)))
+    }
+
+    fn site_row<'a>(&self, w: &'a Writing, site_id: i64) -> &'a StudyRow {
+        w.sites.iter().find(|s| s.id == site_id).unwrap_or(&w.study)
+    }
+
+    /// Where an imported form goes, read in `tx` (so what the import wrote before counts).
+    async fn located_in(
+        &self,
+        tx: &mut casebook_store::WriteTx,
+        w: &Writing,
+        p: &ParticipantRow,
+        event_oid: &str,
+        repeat: i32,
+        form_oid: &str,
+    ) -> Result<crate::entry::Located, AppError> {
+        let site = self.site_row(w, p.site_id).clone();
+        let event = tx
+            .study_events_of(p.id)
+            .await?
+            .into_iter()
+            .find(|e| e.event_oid == event_oid && e.repeat_key == repeat)
+            .ok_or(AppError::NotFound("event occurrence (schedule it first)"))?;
+        if event.removal != "available" {
+            return Err(AppError::InvalidTransition("the event is removed".into()));
+        }
+        if let Some(why) = EventStatus::parse(&event.status).and_then(EventStatus::refuses_data) {
+            return Err(AppError::InvalidTransition(format!("{why}; its data cannot change")));
+        }
+        let event_form = w
+            .design
+            .event(event_oid)
+            .and_then(|d| d.forms.iter().find(|f| f.form_oid.as_str() == form_oid))
+            .cloned()
+            .ok_or(AppError::NotFound("form in this event"))?;
+        Ok(crate::entry::Located {
+            access: w.access.clone(),
+            may_enter: Self::may_enter(&w.access, &w.study, &site),
+            site_oid: (site.id != w.study.id).then(|| site.oid.clone()),
+            participant: p.clone(),
+            study: w.study.clone(),
+            site_id: (site.id != w.study.id).then_some(site.id),
+            params: w.params.clone(),
+            design_number: w.design_number,
+            design: Arc::clone(&w.design),
+            event,
+            event_form,
+        })
     }
 }

@@ -135,6 +135,12 @@ pub struct StudyParameters {
     pub interview_date: Collect,
     pub interview_date_default: FieldDefault,
     pub interview_date_editable: bool,
+    /// A clinical data import may enrol the participants its file names that do not exist yet
+    /// (off by default, as in OpenClinica 3: an import then only fills existing participants).
+    pub import_enrols_participants: bool,
+    /// A clinical data import may schedule the event occurrences its file names that are not
+    /// scheduled yet, at `OpenClinica:StartDate` when given (off by default).
+    pub import_schedules_events: bool,
 }
 
 impl Default for StudyParameters {
@@ -156,6 +162,8 @@ impl Default for StudyParameters {
             interview_date: Collect::Optional,
             interview_date_default: FieldDefault::Blank,
             interview_date_editable: true,
+            import_enrols_participants: false,
+            import_schedules_events: false,
         }
     }
 }

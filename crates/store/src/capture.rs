@@ -248,6 +248,17 @@ impl Store {
 }
 
 impl WriteTx {
+    /// A participant of a study by OID or label, as this transaction sees it (an import that
+    /// enrolled it earlier in the same transaction finds it).
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn participant(&mut self, study_id: i64, key: &str) -> Result<Option<ParticipantRow>, StoreError> {
+        Ok(on_tx!(self, c => sqlx::query_as(participant_select!(
+            "WHERE study_id = $1 AND (label_key = $2 OR oid = $3)"))
+            .bind(study_id).bind(key.to_lowercase()).bind(key).fetch_optional(c).await?))
+    }
+
     /// Removes a participant: its status becomes `removed` and every event and form not already
     /// removed becomes `auto_removed`. Returns how many events and forms were auto-removed.
     ///
