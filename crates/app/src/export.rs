@@ -532,6 +532,18 @@ struct ChildText {
     user_name: String,
 }
 
+/// OpenClinica's name of the field a note is on (`EntityName`; the import reads both).
+fn oc_entity_name(column: &str) -> &str {
+    match column {
+        "interview_date" => "date_interviewed",
+        "interviewer" => "interviewer_name",
+        "enrolment_date" => "enrollment_date",
+        "sex" => "gender",
+        "person_id" => "unique_identifier",
+        other => other,
+    }
+}
+
 /// OpenClinica's names of note types and statuses.
 fn oc_note_word(s: &str) -> String {
     match s {
@@ -553,7 +565,7 @@ impl NoteText {
             status: oc_note_word(&t.status),
             note_type: oc_note_word(&t.note_type),
             updated: t.updated_at.date(),
-            entity_name: t.column_name.clone(),
+            entity_name: oc_entity_name(&t.column_name).to_owned(),
             children: messages
                 .iter()
                 .map(|m| ChildText {

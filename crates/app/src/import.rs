@@ -22,8 +22,9 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use casebook_domain::capture::evaluate::{EvalContext, Slot, evaluate};
 use casebook_domain::capture::status::EventStatus;
 use casebook_domain::design::{FormVersion, StudyDesign};
+use casebook_domain::notes::{NoteStatus, NoteType};
 use casebook_domain::role::Permission;
-use casebook_formats::odm::clinical::{ClinicalReader, FormRecord, Record, SubjectRecord};
+use casebook_formats::odm::clinical::{ClinicalReader, FormRecord, NoteRecord, Record, SubjectRecord};
 use casebook_store::capture::{ParticipantRow, StudyEventRow};
 use casebook_store::studies::StudyRow;
 use serde::Serialize;
@@ -83,6 +84,8 @@ pub struct ImportReport {
     pub written_forms: usize,
     /// Forms the import marked complete.
     pub completed_forms: usize,
+    /// Notes threads the import opened (`OpenClinica:DiscrepancyNotes`).
+    pub notes_opened: usize,
     /// Per-record mode: the import was cancelled; the forms logged before it were written.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub cancelled: bool,
@@ -650,7 +653,16 @@ impl App {
                         self.check_form(&design, p, site_oid, ev, &f, &ctx, &mut report).await?;
                     }
                 }
-                Record::Notes(_) => {}
+                Record::Notes(n) => {
+                    let level = if n.event.is_some() { "event" } else { "participant" };
+                    for note in &n.notes {
+                        if let Err(m) = check_note(level, note) {
+                            let mut pr = problem(note.line, note.column, "bad_note", m);
+                            pr.participant.clone_from(&place.participant_key);
+                            report.push(true, pr);
+                        }
+                    }
+                }
             }
         }
         for d in reader.take_diagnostics().0 {
@@ -823,6 +835,17 @@ impl App {
                         report.push(true, pr);
                     }
                 }
+            }
+        }
+        // Its notes and its values' notes.
+        let item_notes = f.groups.iter().flat_map(|g| g.items.iter()).flat_map(|i| i.notes.iter().map(move |n| (i, n)));
+        for (level, item, n) in
+            f.notes.iter().map(|n| ("form", None, n)).chain(item_notes.map(|(i, n)| ("item_data", Some(i), n)))
+        {
+            if let Err(m) = check_note(level, n) {
+                let mut pr = at(n.line, n.column, "bad_note", m);
+                pr.item = item.map(|i| i.oid.clone());
+                report.push(true, pr);
             }
         }
         // The form as it would be: hard checks refuse, soft checks and empty required items warn.
@@ -1065,11 +1088,17 @@ impl App {
                     if out.changed {
                         report.written_forms += 1;
                     }
+                    report.notes_opened +=
+                        self.import_form_notes(&mut tx, &loc, form.oid.as_str(), version, &f).await?;
                     if completes(&f) && self.complete_imported(&mut tx, &loc, form.oid.as_str()).await? {
                         report.completed_forms += 1;
                     }
                 }
-                Record::Notes(_) => {}
+                Record::Notes(n) => {
+                    if let Some(p) = &subject {
+                        report.notes_opened += self.import_record_notes(&mut tx, &w, p, &n).await?;
+                    }
+                }
             }
         }
         tx.audit(
@@ -1246,7 +1275,31 @@ impl App {
                     report.log.push(row);
                 }
                 Record::Study(s) => file_study = Some(s.study_oid),
-                Record::Notes(_) => {}
+                Record::Notes(n) => {
+                    // The notes of a participant or event with a problem are not imported.
+                    let (participant, subject_line) = subject.clone().unwrap_or_default();
+                    let end = n
+                        .notes
+                        .iter()
+                        .flat_map(|x| x.children.iter().map(|c| c.line).chain([x.line]))
+                        .max()
+                        .unwrap_or(n.line);
+                    let bad = whole_file
+                        || report.errors.iter().any(|e| e.line == subject_line || (n.line..=end).contains(&e.line));
+                    let Some(sr) = subject_record.as_ref().filter(|_| !bad) else { continue };
+                    match self.import_notes_record(who, &w, sr, file_study.as_deref(), &n).await {
+                        Ok(opened) => report.notes_opened += opened,
+                        Err(e) => report.log.push(ImportLogRow {
+                            line: n.line,
+                            participant,
+                            event_oid: n.event.as_ref().map(|e| e.oid.clone()).unwrap_or_default(),
+                            event_repeat_key: 1,
+                            form: String::new(),
+                            status: "Failed",
+                            message: format!("notes: {e}"),
+                        }),
+                    }
+                }
             }
         }
         report.accepted =
@@ -1283,8 +1336,9 @@ impl App {
             notes: Vec::new(),
         };
         let out = self.save_in(&mut tx, &loc, form.oid.as_str(), input, rules, true).await?;
+        let notes = self.import_form_notes(&mut tx, &loc, form.oid.as_str(), version, f).await?;
         let completed = completes(f) && self.complete_imported(&mut tx, &loc, form.oid.as_str()).await?;
-        let status = match (existing.is_some(), out.changed || completed) {
+        let status = match (existing.is_some(), out.changed || completed || notes > 0) {
             (_, false) => "No Change",
             (false, true) => "Inserted",
             (true, true) => "Updated",
@@ -1412,5 +1466,271 @@ impl App {
             event,
             event_form,
         })
+    }
+}
+
+/// Where imported notes go: the level (`participant`, `event`, `form`, `item_data`) and the
+/// record under the participant.
+struct NotePlace<'a> {
+    level: &'a str,
+    study_event_id: Option<i64>,
+    form_data_id: Option<i64>,
+    item: Option<(&'a str, i32, &'a str)>,
+    /// The entity key of the record (`SS_X`, `SS_X/SE_Y[1]`, `SS_X/SE_Y[1]/F_Z`, or the item's).
+    key: String,
+}
+
+/// An `OpenClinica:DiscrepancyNote` of a file, checked: what the thread is and its messages.
+struct CheckedNote<'a> {
+    note_type: NoteType,
+    column: &'static str,
+    /// Each message's status, description and detailed note, in order.
+    messages: Vec<(NoteStatus, &'a str, Option<&'a str>)>,
+}
+
+/// The field a note of `level` is on, by Casebook's or OpenClinica's name (`EntityName`).
+fn note_column(level: &str, name: Option<&str>) -> Option<&'static str> {
+    let name = name.map(|n| n.trim().to_ascii_lowercase()).unwrap_or_default();
+    match (level, name.as_str()) {
+        ("item_data", _) => Some("value"),
+        ("form", "interview_date" | "date_interviewed") => Some("interview_date"),
+        ("form", "interviewer" | "interviewer_name") => Some("interviewer"),
+        ("event", "start_date" | "date_start") => Some("start_date"),
+        ("event", "end_date" | "date_end") => Some("end_date"),
+        ("event", "location") => Some("location"),
+        ("participant", "enrolment_date" | "enrollment_date") => Some("enrolment_date"),
+        ("participant", "date_of_birth") => Some("date_of_birth"),
+        ("participant", "sex" | "gender") => Some("sex"),
+        ("participant", "person_id" | "unique_identifier") => Some("person_id"),
+        ("participant", "secondary_id" | "secondary_label") => Some("secondary_id"),
+        _ => None,
+    }
+}
+
+/// Checks one note of the file; the error says what is wrong with it.
+fn check_note<'a>(level: &str, n: &'a NoteRecord) -> Result<CheckedNote<'a>, String> {
+    let id = n.id.as_deref().unwrap_or("(no ID)");
+    let note_type = n.note_type.as_deref().and_then(NoteType::parse).ok_or_else(|| {
+        format!(
+            "note {id}: NoteType '{}' is not Query, Annotation, Reason for Change or Failed Validation Check",
+            n.note_type.clone().unwrap_or_default()
+        )
+    })?;
+    let column = note_column(level, n.entity_name.as_deref()).ok_or_else(|| {
+        format!(
+            "note {id}: EntityName '{}' is not a field a note on a {} can be on",
+            n.entity_name.clone().unwrap_or_default(),
+            level.replace('_', " ")
+        )
+    })?;
+    let thread_status = match n.status.as_deref() {
+        None => None,
+        Some(s) => Some(NoteStatus::parse(s).ok_or_else(|| format!("note {id}: Status '{s}' is not a note status"))?),
+    };
+    let mut messages = Vec::new();
+    for c in &n.children {
+        let status = match c.status.as_deref() {
+            None => thread_status.unwrap_or_else(|| note_type.initial_status()),
+            Some(s) => NoteStatus::parse(s)
+                .ok_or_else(|| format!("note {id}: a message's Status '{s}' is not a note status"))?,
+        };
+        let text = c.description.as_deref().or(c.name.as_deref()).map(str::trim).filter(|d| !d.is_empty());
+        let text = text.ok_or_else(|| format!("note {id}: a message has no Description"))?;
+        messages.push((status, text, c.detailed_note.as_deref().map(str::trim).filter(|d| !d.is_empty())));
+    }
+    if messages.is_empty() {
+        return Err(format!("note {id} has no ChildNote (no message)"));
+    }
+    Ok(CheckedNote { note_type, column, messages })
+}
+
+impl App {
+    /// Opens the threads of a record's imported notes inside the import's transaction, each with
+    /// its messages and final status, audited; a thread already there (same field, type and
+    /// first message) is not opened again, so importing a file twice adds nothing. Returns how
+    /// many it opened.
+    async fn import_notes(
+        &self,
+        tx: &mut casebook_store::WriteTx,
+        p: &ParticipantRow,
+        site_id: Option<i64>,
+        at: &NotePlace<'_>,
+        notes: &[NoteRecord],
+    ) -> Result<usize, AppError> {
+        let mut opened = 0;
+        for n in notes {
+            let c = check_note(at.level, n).map_err(|m| AppError::invalid("notes", m))?;
+            let key = match at.item {
+                Some(_) => at.key.clone(),
+                None => format!("{}/{}", at.key, c.column),
+            };
+            let (first_status, first_text, first_detail) = c.messages[0];
+            if tx.thread_exists(p.id, &key, c.note_type.as_str(), first_text).await? {
+                continue;
+            }
+            let id = tx
+                .insert_thread(&casebook_store::notes::NewThread {
+                    study_id: p.study_id,
+                    site_id: p.site_id,
+                    participant_id: p.id,
+                    entity_type: at.level,
+                    study_event_id: at.study_event_id,
+                    form_data_id: at.form_data_id,
+                    group_oid: at.item.map(|i| i.0),
+                    row_number: at.item.map(|i| i.1),
+                    item_oid: at.item.map(|i| i.2),
+                    column_name: c.column,
+                    entity_key: &key,
+                    note_type: c.note_type.as_str(),
+                    status: first_status.as_str(),
+                    description: first_text,
+                    detailed_note: first_detail,
+                    assigned_to: None,
+                    rule_key: None,
+                })
+                .await?;
+            tx.audit(
+                casebook_domain::audit::AuditEntry::new("note.created", "note", format!("{key}/DN_{id}"))
+                    .study(Some(p.study_id), site_id)
+                    .new_value(serde_json::json!({
+                        "type": c.note_type.as_str(), "status": first_status.as_str(), "column": c.column,
+                        "description": first_text, "detailed_note": first_detail, "imported": true,
+                        "file_id": n.id,
+                    })),
+            )
+            .await?;
+            for (status, text, detail) in c.messages.iter().skip(1) {
+                tx.reply_to_thread(id, status.as_str(), text, *detail, None).await?;
+                tx.audit(
+                    casebook_domain::audit::AuditEntry::new("note.replied", "note", format!("{key}/DN_{id}"))
+                        .study(Some(p.study_id), site_id)
+                        .new_value(serde_json::json!({
+                            "status": status.as_str(), "description": text, "detailed_note": detail, "imported": true,
+                        })),
+                )
+                .await?;
+            }
+            opened += 1;
+        }
+        Ok(opened)
+    }
+
+    /// Imports the notes of an imported form (on the form's fields and on its values).
+    async fn import_form_notes(
+        &self,
+        tx: &mut casebook_store::WriteTx,
+        loc: &crate::entry::Located,
+        form_oid: &str,
+        version: &FormVersion,
+        f: &FormRecord,
+    ) -> Result<usize, AppError> {
+        let has_notes = !f.notes.is_empty() || f.groups.iter().any(|g| g.items.iter().any(|i| !i.notes.is_empty()));
+        if !has_notes {
+            return Ok(0);
+        }
+        let Some(row) = tx.forms_of_event(loc.event.id).await?.into_iter().find(|x| x.form_oid == form_oid) else {
+            return Ok(0);
+        };
+        let form_key = self.form_key(loc, form_oid);
+        let p = &loc.participant;
+        let mut n = self
+            .import_notes(
+                tx,
+                p,
+                loc.site_id,
+                &NotePlace {
+                    level: "form",
+                    study_event_id: Some(loc.event.id),
+                    form_data_id: Some(row.id),
+                    item: None,
+                    key: form_key.clone(),
+                },
+                &f.notes,
+            )
+            .await?;
+        for g in &f.groups {
+            let r = g.repeat_key.as_deref().and_then(|k| k.trim().parse::<i32>().ok()).unwrap_or(1);
+            let group = local_oid(&g.oid, |o| version.groups.iter().any(|x| x.oid.as_str() == o));
+            for item in g.items.iter().filter(|i| !i.notes.is_empty()) {
+                let oid = local_oid(&item.oid, |o| version.items.iter().any(|i| i.oid.as_str() == o));
+                n += self
+                    .import_notes(
+                        tx,
+                        p,
+                        loc.site_id,
+                        &NotePlace {
+                            level: "item_data",
+                            study_event_id: Some(loc.event.id),
+                            form_data_id: Some(row.id),
+                            item: Some((&group, r, &oid)),
+                            key: format!("{form_key}/{group}[{r}]/{oid}"),
+                        },
+                        &item.notes,
+                    )
+                    .await?;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Imports notes on a participant or one of its events (`OpenClinica:DiscrepancyNotes` of
+    /// `SubjectData` or `StudyEventData`).
+    async fn import_record_notes(
+        &self,
+        tx: &mut casebook_store::WriteTx,
+        w: &Writing,
+        p: &ParticipantRow,
+        n: &casebook_formats::odm::clinical::NotesRecord,
+    ) -> Result<usize, AppError> {
+        let site_id = (p.site_id != w.study.id).then_some(p.site_id);
+        match &n.event {
+            None => {
+                let at = NotePlace {
+                    level: "participant",
+                    study_event_id: None,
+                    form_data_id: None,
+                    item: None,
+                    key: p.oid.clone(),
+                };
+                self.import_notes(tx, p, site_id, &at, &n.notes).await
+            }
+            Some(e) => {
+                let oid = local_oid(&e.oid, |o| w.design.event(o).is_some());
+                let repeat = e.repeat_key.as_deref().and_then(|r| r.trim().parse::<i32>().ok()).unwrap_or(1);
+                let Some(ev) =
+                    tx.study_events_of(p.id).await?.into_iter().find(|x| x.event_oid == oid && x.repeat_key == repeat)
+                else {
+                    return Ok(0);
+                };
+                let at = NotePlace {
+                    level: "event",
+                    study_event_id: Some(ev.id),
+                    form_data_id: None,
+                    item: None,
+                    key: format!("{}/{oid}[{repeat}]", p.oid),
+                };
+                self.import_notes(tx, p, site_id, &at, &n.notes).await
+            }
+        }
+    }
+}
+
+impl App {
+    /// Per record: a participant's or event's notes in their own transaction.
+    async fn import_notes_record(
+        &self,
+        who: &Principal,
+        w: &Writing,
+        s: &SubjectRecord,
+        file_study: Option<&str>,
+        n: &casebook_formats::odm::clinical::NotesRecord,
+    ) -> Result<usize, AppError> {
+        let mut tx = self.store().write(who.actor()).await?;
+        let Some(p) = self.import_participant(&mut tx, w, s, file_study).await? else { return Ok(0) };
+        let opened = self.import_record_notes(&mut tx, w, &p, n).await?;
+        if tx.audited() > 0 {
+            tx.commit().await?;
+        }
+        Ok(opened)
     }
 }

@@ -461,3 +461,24 @@ impl WriteTx {
             .bind(id).fetch_optional(c).await?))
     }
 }
+
+impl WriteTx {
+    /// Whether a participant already has a thread on this record and field of this type whose
+    /// first message says this (an import does not open it twice).
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn thread_exists(
+        &mut self,
+        participant_id: i64,
+        entity_key: &str,
+        note_type: &str,
+        description: &str,
+    ) -> Result<bool, StoreError> {
+        let found: Option<(i64,)> = on_tx!(self, c => sqlx::query_as(
+            "SELECT id FROM note_threads WHERE participant_id = $1 AND entity_key = $2 AND note_type = $3 \
+             AND description = $4 LIMIT 1")
+            .bind(participant_id).bind(entity_key).bind(note_type).bind(description).fetch_optional(c).await?);
+        Ok(found.is_some())
+    }
+}

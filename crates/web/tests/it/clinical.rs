@@ -939,3 +939,174 @@ async fn full_t(t: TestApp) {
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
     assert!(e.to_string().contains("odm13-oc"), "{e}");
 }
+
+/// The document with every value of `attr` blanked (what legitimately differs between two
+/// studies: OIDs the database gives, note IDs, the importer as the notes' author).
+fn blank_attr(xml: &str, attr: &str) -> String {
+    let needle = format!(" {attr}=\"");
+    let mut out = String::with_capacity(xml.len());
+    let mut rest = xml;
+    while let Some(i) = rest.find(&needle) {
+        out.push_str(&rest[..i + needle.len()]);
+        rest = &rest[i + needle.len()..];
+        let end = rest.find('"').unwrap();
+        out.push('*');
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+// Export → import into a fresh study built from the same design: every participant, event,
+// form, value, status and note comes back, and exporting the new study gives the same document
+// (but for what the new database numbers itself). Importing the file again changes nothing.
+both!(an_export_imports_into_a_fresh_study_with_every_value_status_and_note, round_trip_t);
+async fn round_trip_t(t: TestApp) {
+    let crc = t.key("demo_crc").await;
+    let dm = t.key("demo_dm").await;
+    let admin = t.key("demo_admin").await;
+    // The source: one participant complete with a query answered, one in initial data entry
+    // with an annotation on its enrolment date and a repeating group.
+    let done = crate::review::enrol(&t, &crc).await;
+    crate::review::complete_vitals(&t, &crc, &done, "SE_BASELINE").await;
+    let (s, q) =
+        t.post(&dm, "/api/v1/studies/S_DEMO/notes", crate::notes::query_on_weight(&done, "Is 64 kg right?")).await;
+    assert_eq!(s, StatusCode::CREATED, "{q}");
+    let (s, r) = t
+        .post(
+            &crc,
+            &format!("/api/v1/studies/S_DEMO/notes/{}/replies", q["id"]),
+            json!({"description": "Checked in the source: 64 kg", "status": "resolution_proposed"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    let open = crate::review::enrol(&t, &crc).await;
+    save_vitals(
+        &t,
+        &crc,
+        &open,
+        json!([{"item": "weight", "value": "80.5"}, {"item": "ecg_time", "row": 1, "value": "08:15"}, {"item": "hr", "row": 1, "value": "71"},
+               {"item": "ecg_time", "row": 2, "value": "08:45"}, {"item": "hr", "row": 2, "value": "74"}]),
+    )
+    .await;
+    let (s, a) = t
+        .post(&crc, "/api/v1/studies/S_DEMO/notes", json!({"participant": open, "column": "enrolment_date", "type": "annotation", "description": "Enrolled on paper first"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    let (_, source) = get_text(&t, &dm, "/api/v1/studies/S_DEMO/clinical-data?format=odm13-oc&notes=true").await;
+    assert_eq!(count(&source, "<SubjectData"), 2, "{source}");
+    assert_eq!(count(&source, "<OpenClinica:DiscrepancyNote "), 2, "{source}");
+
+    // The fresh study: the same design (through its ODM metadata), the same parameters, and
+    // imports allowed to enrol and schedule.
+    let (_, metadata) = get_text(&t, &dm, "/api/v1/studies/S_DEMO/design/odm?version=production&format=odm13-oc").await;
+    let (s, st) = t.post(&admin, "/api/v1/studies", json!({"protocol_id": "ROUND-TRIP", "name": "Round trip"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{st}");
+    let oid = st["oid"].as_str().unwrap().to_owned();
+    let r = crate::client()
+        .post(t.url(&format!("/api/v1/studies/{oid}/design/odm?file_name=demo.xml")))
+        .bearer_auth(&admin)
+        .body(metadata)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
+    let (s, p) = t.post(&admin, &format!("/api/v1/studies/{oid}/design/publish"), json!({})).await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    let (s, e) = t
+        .post(&admin, &format!("/api/v1/studies/{oid}/design/versions/{}/promote", p["version"]["number"]), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let (_, demo) = t.get(&admin, "/api/v1/studies/S_DEMO").await;
+    let mut params = demo["parameters"].clone();
+    params["import_enrols_participants"] = json!(true);
+    params["import_schedules_events"] = json!(true);
+    let (s, e) = t.send(&admin, Method::PATCH, &format!("/api/v1/studies/{oid}"), json!({"parameters": params})).await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let (s, e) = t
+        .post(&admin, &format!("/api/v1/studies/{oid}/status"), json!({"status": "available", "reason": "test"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+
+    // Import the export, addressed to the new study.
+    let file = source.replacen(r#"ClinicalData StudyOID="S_DEMO""#, &format!(r#"ClinicalData StudyOID="{oid}""#), 1);
+    let r = crate::client()
+        .post(t.url(&format!("/api/v1/studies/{oid}/clinical-data/import")))
+        .bearer_auth(&admin)
+        .body(file.clone())
+        .send()
+        .await
+        .unwrap();
+    let report: Value = r.json().await.unwrap();
+    assert_eq!(report["accepted"], true, "{report}");
+    assert_eq!((report["enrolled"].as_i64(), report["scheduled"].as_i64()), (Some(2), Some(2)), "{report}");
+    assert_eq!(report["notes_opened"], 2, "{report}");
+
+    // The new study exports the same document.
+    let (_, copy) =
+        get_text(&t, &admin, &format!("/api/v1/studies/{oid}/clinical-data?format=odm13-oc&notes=true")).await;
+    let normal = |xml: &str, study: &str| {
+        let body = &xml[xml.find("<ClinicalData").unwrap()..];
+        let mut x = body.replace(&format!("StudyOID=\"{study}\""), "StudyOID=\"*\"");
+        for attr in [
+            "MetaDataVersionOID",
+            "SubjectKey",
+            "EntityID",
+            "ID",
+            "UserOID",
+            "OpenClinica:UserName",
+            "OpenClinica:FullName",
+        ] {
+            x = blank_attr(&x, attr);
+        }
+        x
+    };
+    assert_eq!(normal(&copy, &oid), normal(&source, "S_DEMO"), "the new study's export differs from the source's");
+    assert!(
+        copy.contains("Checked in the source: 64 kg") && copy.contains(r#"Status="Resolution Proposed""#),
+        "{copy}"
+    );
+
+    // Again: nothing changes, no note is opened twice.
+    let r = crate::client()
+        .post(t.url(&format!("/api/v1/studies/{oid}/clinical-data/import")))
+        .bearer_auth(&admin)
+        .body(file)
+        .send()
+        .await
+        .unwrap();
+    let again: Value = r.json().await.unwrap();
+    assert_eq!(again["accepted"], true, "{again}");
+    assert_eq!(
+        (
+            again["enrolled"].as_i64(),
+            again["scheduled"].as_i64(),
+            again["written_forms"].as_i64(),
+            again["notes_opened"].as_i64()
+        ),
+        (Some(0), Some(0), Some(0), Some(0)),
+        "{again}"
+    );
+
+    // A note the import cannot read is refused at its line.
+    let broken = source.replacen(r#"NoteType="Query""#, r#"NoteType="Gossip""#, 1);
+    let (_, bad) = dry_run(&t, &dm, &broken).await;
+    let e =
+        bad["errors"].as_array().unwrap().iter().find(|e| e["code"] == "bad_note").unwrap_or_else(|| panic!("{bad}"));
+    assert_eq!(e["line"].as_u64().unwrap() as usize, line_of(&broken, r#"NoteType="Gossip""#), "{bad}");
+    assert!(e["message"].as_str().unwrap().contains("Gossip"), "{bad}");
+
+    // A study that does not allow it refuses to enrol, naming the parameter.
+    let key = attribute_values(&source, "SubjectKey")[0].clone();
+    let other = source.replacen(&format!("SubjectKey=\"{key}\""), "SubjectKey=\"SS_NOBODY\"", 1).replacen(
+        "DEMO-A-0001",
+        "DEMO-A-0999",
+        2,
+    );
+    let (_, refused) = dry_run(&t, &dm, &other).await;
+    assert!(
+        refused["errors"].as_array().unwrap().iter().any(|e| e["code"] == "unknown_participant"
+            && e["message"].as_str().unwrap().contains("import_enrols_participants")),
+        "{refused}"
+    );
+}
