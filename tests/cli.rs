@@ -393,3 +393,103 @@ async fn design_import_postgres() {
         design_import_from_the_command_line(t).await;
     }
 }
+
+impl Target {
+    /// How many audit rows and item values the database holds (read behind Casebook's back).
+    async fn counts(&self) -> (i64, i64) {
+        let sql = "SELECT (SELECT COUNT(*) FROM audit_events), (SELECT COUNT(*) FROM item_data)";
+        match self {
+            Target::Sqlite(dir) => {
+                let url = format!("sqlite://{}", dir.join("casebook.db").display());
+                let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await.unwrap();
+                let (ok,): (String,) = sqlx::query_as("PRAGMA integrity_check").fetch_one(&mut c).await.unwrap();
+                assert_eq!(ok, "ok", "SQLite's integrity check after the kill");
+                sqlx::query_as(sql).fetch_one(&mut c).await.unwrap()
+            }
+            Target::Postgres { url, .. } => {
+                let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(url).await.unwrap();
+                sqlx::query_as(sql).fetch_one(&mut c).await.unwrap()
+            }
+        }
+    }
+}
+
+/// Kills `casebook import` (SIGKILL) while it writes an all-or-nothing import: the database is
+/// as before (nothing committed, the audit chain intact); the same import then runs whole.
+async fn killed_import(target: Target) {
+    drop(serve_demo(&target));
+    let (code, out, err) = run(&["export", "--study", "S_DEMO", "--participant", "DEMO-A-0002"], &target, None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(r#"Value="71.5""#), "the demo's second participant has a weight of 71.5: {out}");
+    let (start, end) =
+        (out.find("<SubjectData").unwrap(), out.rfind("</SubjectData>").unwrap() + "</SubjectData>".len());
+    let subject = &out[start..end];
+    // The participant's open vital signs 600 times, the weight changing each time.
+    let twice = format!(
+        "{}{}",
+        subject.replacen(r#"Value="71.5""#, r#"Value="72""#, 1),
+        subject.replacen(r#"Value="71.5""#, r#"Value="73""#, 1)
+    );
+    let file = temp_dir("kill").join("long.xml");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, format!("{}{}{}", &out[..start], twice.repeat(300), &out[end..])).unwrap();
+    let before = target.counts().await;
+
+    let mut child = Command::new(BIN)
+        .args(["import", file.to_str().unwrap(), "--study", "S_DEMO"])
+        .args(target.args())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it writes (its progress on standard error), let it write a while, kill it.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = String::new();
+    loop {
+        let line = rx.recv_timeout(Duration::from_secs(120)).unwrap_or_else(|_| panic!("no progress: {seen}"));
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.starts_with("writing:") && !line.contains(" 0 forms written") {
+            break;
+        }
+    }
+    assert!(child.try_wait().unwrap().is_none(), "the import ended before it could be killed:\n{seen}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    eprintln!("killed the import while it wrote:\n{seen}");
+
+    // As before: nothing of the import committed, the audit trail intact.
+    assert_eq!(target.counts().await, before, "a killed all-or-nothing import left data behind");
+    let (code, out, err) = run(&["audit", "verify"], &target, None);
+    assert_eq!(code, 0, "verify after the kill: {out}{err}");
+    let (_, now, _) = run(&["export", "--study", "S_DEMO", "--participant", "DEMO-A-0002"], &target, None);
+    assert!(now.contains(r#"Value="71.5""#), "{now}");
+
+    // The same import, left to finish, writes it all.
+    let (code, report, err) = run(&["import", file.to_str().unwrap(), "--study", "S_DEMO"], &target, None);
+    assert_eq!(code, 0, "{report}{err}");
+    assert!(report.contains("imported: 600 form(s) changed"), "{report}");
+    let (_, now, _) = run(&["export", "--study", "S_DEMO", "--participant", "DEMO-A-0002"], &target, None);
+    assert!(now.contains(r#"Value="73""#), "{now}");
+    let after = target.counts().await;
+    assert!(after.0 >= before.0 + 600, "{before:?} {after:?}");
+    target.drop_db().await;
+}
+
+#[tokio::test]
+async fn killed_import_sqlite() {
+    killed_import(Target::sqlite()).await;
+}
+
+#[tokio::test]
+async fn killed_import_postgres() {
+    if let Some(t) = Target::postgres().await {
+        killed_import(t).await;
+    }
+}
