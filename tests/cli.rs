@@ -493,3 +493,25 @@ async fn killed_import_postgres() {
         killed_import(t).await;
     }
 }
+
+/// `casebook bench odm` at a tiny size on SQLite: the import and export lines carry their
+/// ratios to the raw baselines of the same run, and the peak memory.
+#[test]
+fn bench_odm_prints_ratios_to_raw_baselines() {
+    let out = Command::new(BIN).args(["bench", "odm", "--participants", "3"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    for (line_start, ratio) in [
+        ("import: App::import_clinical", true),
+        ("raw insert:", false),
+        ("export: App::export_clinical", true),
+        ("raw writer:", false),
+    ] {
+        let line =
+            stdout.lines().find(|l| l.trim_start().starts_with(line_start)).unwrap_or_else(|| panic!("{stdout}"));
+        assert!(line.contains("3000 values") && line.contains("items/s"), "{line}");
+        if ratio {
+            assert!(line.contains("% of raw") && line.contains("goal ≥") && line.contains("peak RSS"), "{line}");
+        }
+    }
+}

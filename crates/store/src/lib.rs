@@ -11,6 +11,7 @@
 mod db;
 pub mod accounts;
 pub mod audit;
+pub mod baseline;
 pub mod capture;
 pub mod designs;
 pub mod export;
