@@ -548,21 +548,15 @@ impl App {
                 .await?;
             }
         }
+        // The values in one statement, their audit rows in another.
+        let mut writes: Vec<(&Slot, Held)> = Vec::with_capacity(changed.len());
+        let mut audits = Vec::with_capacity(changed.len());
         for s in &changed {
             if deleted_rows.contains(&(s.group_oid.clone(), s.row)) && !held.contains_key(s) {
                 continue;
             }
             let old = before.get(s).cloned().unwrap_or_default();
             let new = held.get(s).cloned().unwrap_or_default();
-            tx.upsert_item_data(
-                form_row_id,
-                &s.group_oid,
-                i32::try_from(s.row).unwrap_or(i32::MAX),
-                &s.item_oid,
-                new.value.as_deref(),
-                new.null_flavour.as_deref(),
-            )
-            .await?;
             let action = if cleared_by_logic.contains(s) {
                 "item_data.cleared_by_skip_logic"
             } else if calculated.contains(s) {
@@ -572,14 +566,28 @@ impl App {
             } else {
                 "item_data.value_saved"
             };
-            tx.audit(
+            audits.push(
                 AuditEntry::new(action, "item_data", format!("{form_key}/{}[{}]/{}", s.group_oid, s.row, s.item_oid))
                     .study(Some(loc.study.id), loc.site_id)
                     .old(serde_json::json!({ "value": old.value, "null_flavour": old.null_flavour }))
                     .new_value(serde_json::json!({ "value": new.value, "null_flavour": new.null_flavour })),
-            )
-            .await?;
+            );
+            writes.push((s, new));
         }
+        let rows: Vec<casebook_store::capture::ValueWrite<'_>> = writes
+            .iter()
+            .map(|(s, h)| {
+                (
+                    s.group_oid.as_str(),
+                    i32::try_from(s.row).unwrap_or(i32::MAX),
+                    s.item_oid.as_str(),
+                    h.value.as_deref(),
+                    h.null_flavour.as_deref(),
+                )
+            })
+            .collect();
+        tx.upsert_item_data_many(form_row_id, &rows).await?;
+        tx.audit_many(&audits).await?;
         // Notes kept with values: a Failed Validation Check thread during entry (for a soft check),
         // a Reason for Change thread once the form is complete.
         let owner_id = existing.as_ref().and_then(|f| f.owner_id).or(tx.actor().user_id);

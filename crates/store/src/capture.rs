@@ -24,6 +24,9 @@ pub struct ParticipantRow {
     pub updated_at: OffsetDateTime,
 }
 
+/// A value to write: `(group, row, item, value, null flavour)`.
+pub type ValueWrite<'a> = (&'a str, i32, &'a str, Option<&'a str>, Option<&'a str>);
+
 /// A participant to insert.
 #[derive(Debug, Clone)]
 pub struct NewParticipant<'a> {
@@ -517,6 +520,67 @@ impl WriteTx {
              updated_by = excluded.updated_by")
             .bind(form_data_id).bind(group_oid).bind(row_number).bind(item_oid).bind(value).bind(null_flavour)
             .bind(now).bind(by).execute(c).await?.rows_affected());
+        Ok(())
+    }
+
+    /// Writes many values of a form in one statement (each inserted or replaced, as
+    /// [`Self::upsert_item_data`]): `(group, row, item, value, null flavour)`.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn upsert_item_data_many(
+        &mut self,
+        form_data_id: i64,
+        rows: &[ValueWrite<'_>],
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let now = self.now();
+        let by = self.actor().user_id;
+        match &mut self.tx {
+            crate::tx::Tx::Sqlite(t) => {
+                let json: Vec<serde_json::Value> =
+                    rows.iter().map(|(g, r, i, v, n)| serde_json::json!([g, r, i, v, n])).collect();
+                sqlx::query(
+                    "INSERT INTO item_data (form_data_id, group_oid, row_number, item_oid, value, null_flavour, \
+                     deleted, updated_at, updated_by) \
+                     SELECT $1, json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'), \
+                     json_extract(j.value, '$[2]'), json_extract(j.value, '$[3]'), json_extract(j.value, '$[4]'), \
+                     FALSE, $2, $3 FROM json_each($4) AS j WHERE TRUE \
+                     ON CONFLICT (form_data_id, group_oid, row_number, item_oid) DO UPDATE SET value = excluded.value, \
+                     null_flavour = excluded.null_flavour, deleted = FALSE, updated_at = excluded.updated_at, \
+                     updated_by = excluded.updated_by",
+                )
+                .bind(form_data_id)
+                .bind(now)
+                .bind(by)
+                .bind(serde_json::Value::Array(json).to_string())
+                .execute(&mut **t)
+                .await?;
+            }
+            crate::tx::Tx::Postgres(t) => {
+                sqlx::query(
+                    "INSERT INTO item_data (form_data_id, group_oid, row_number, item_oid, value, null_flavour, \
+                     deleted, updated_at, updated_by) \
+                     SELECT $1, u.g, u.r, u.i, u.v, u.n, FALSE, $2, $3 \
+                     FROM UNNEST($4::text[], $5::int4[], $6::text[], $7::text[], $8::text[]) AS u(g, r, i, v, n) \
+                     ON CONFLICT (form_data_id, group_oid, row_number, item_oid) DO UPDATE SET value = excluded.value, \
+                     null_flavour = excluded.null_flavour, deleted = FALSE, updated_at = excluded.updated_at, \
+                     updated_by = excluded.updated_by",
+                )
+                .bind(form_data_id)
+                .bind(now)
+                .bind(by)
+                .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+                .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
+                .bind(rows.iter().map(|r| r.2).collect::<Vec<_>>())
+                .bind(rows.iter().map(|r| r.3).collect::<Vec<_>>())
+                .bind(rows.iter().map(|r| r.4).collect::<Vec<_>>())
+                .execute(&mut **t)
+                .await?;
+            }
+        }
         Ok(())
     }
 

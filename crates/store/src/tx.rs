@@ -100,6 +100,86 @@ impl WriteTx {
         Ok(seq)
     }
 
+    /// Appends many audit rows in one statement, in order (a form's values): what [`Self::audit`]
+    /// does row by row, without the round trips.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn audit_many(&mut self, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let now = self.now;
+        let actor = self.actor.clone();
+        let text = |v: &Option<serde_json::Value>| v.as_ref().map(serde_json::Value::to_string);
+        match &mut self.tx {
+            Tx::Sqlite(t) => {
+                let rows: Vec<serde_json::Value> = entries
+                    .iter()
+                    .map(|e| {
+                        serde_json::json!([
+                            e.action,
+                            e.entity_type,
+                            e.entity_id,
+                            e.study_id,
+                            e.site_id,
+                            text(&e.old_value),
+                            text(&e.new_value),
+                            e.reason
+                        ])
+                    })
+                    .collect();
+                sqlx::query(
+                    "INSERT INTO audit_events (at, actor_user_id, actor_username, channel, action, entity_type, \
+                     entity_id, study_id, site_id, old_value, new_value, reason, request_id) \
+                     SELECT $1, $2, $3, $4, json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'), \
+                     json_extract(j.value, '$[2]'), json_extract(j.value, '$[3]'), json_extract(j.value, '$[4]'), \
+                     json_extract(j.value, '$[5]'), json_extract(j.value, '$[6]'), json_extract(j.value, '$[7]'), $5 \
+                     FROM json_each($6) AS j ORDER BY j.key",
+                )
+                .bind(now)
+                .bind(actor.user_id)
+                .bind(&actor.username)
+                .bind(actor.channel.as_str())
+                .bind(&actor.request_id)
+                .bind(serde_json::Value::Array(rows).to_string())
+                .execute(&mut **t)
+                .await?;
+            }
+            Tx::Postgres(t) => {
+                let col = |f: &dyn Fn(&AuditEntry) -> Option<String>| entries.iter().map(f).collect::<Vec<_>>();
+                let ids = |f: &dyn Fn(&AuditEntry) -> Option<i64>| entries.iter().map(f).collect::<Vec<_>>();
+                sqlx::query(
+                    "INSERT INTO audit_events (at, actor_user_id, actor_username, channel, action, entity_type, \
+                     entity_id, study_id, site_id, old_value, new_value, reason, request_id) \
+                     SELECT $1, $2, $3, $4, u.action, u.entity_type, u.entity_id, u.study_id, u.site_id, \
+                     u.old_value, u.new_value, u.reason, $5 \
+                     FROM UNNEST($6::text[], $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::text[], \
+                     $12::text[], $13::text[]) WITH ORDINALITY \
+                     AS u(action, entity_type, entity_id, study_id, site_id, old_value, new_value, reason, n) \
+                     ORDER BY u.n",
+                )
+                .bind(now)
+                .bind(actor.user_id)
+                .bind(&actor.username)
+                .bind(actor.channel.as_str())
+                .bind(&actor.request_id)
+                .bind(col(&|e| Some(e.action.clone())))
+                .bind(col(&|e| Some(e.entity_type.clone())))
+                .bind(col(&|e| Some(e.entity_id.clone())))
+                .bind(ids(&|e| e.study_id))
+                .bind(ids(&|e| e.site_id))
+                .bind(col(&|e| text(&e.old_value)))
+                .bind(col(&|e| text(&e.new_value)))
+                .bind(col(&|e| e.reason.clone()))
+                .execute(&mut **t)
+                .await?;
+            }
+        }
+        self.audited += entries.len();
+        Ok(())
+    }
+
     /// Commits. A transaction that wrote no audit row is rolled back and refused: every write
     /// must say what it changed.
     ///
