@@ -238,8 +238,12 @@ impl App {
         if user.status != UserStatus::Active.as_str() {
             return Err(AppError::Unauthenticated("the account is not active"));
         }
-        if now - session.last_seen_at > time::Duration::seconds(30) {
-            touch_later(store, Touch::Session(session.id), now);
+        // The session's idle clock restarts now (awaited: the next request must see it). A
+        // failure to record it does not fail the request.
+        if now - session.last_seen_at > time::Duration::seconds(30)
+            && let Err(e) = store.touch_session(session.id, now).await
+        {
+            tracing::warn!(error = %e, "recording the use of a session failed");
         }
         let channel: Channel = session.channel.parse().unwrap_or(Channel::Ui);
         let via = Via::Session { session_id: session.id, csrf_token: session.csrf_token };
@@ -269,7 +273,7 @@ impl App {
         }
         let now = store.clock().now();
         if row.last_used_at.is_none_or(|t| now - t > time::Duration::minutes(1)) {
-            touch_later(store, Touch::ApiKey(row.id), now);
+            touch_key_later(store, row.id, now);
         }
         Ok(Principal::from_user(&user, Via::ApiKey { key_id: row.id }, Channel::Api, request_id))
     }
@@ -402,23 +406,13 @@ impl App {
     }
 }
 
-/// What was used.
-enum Touch {
-    Session(i64),
-    ApiKey(i64),
-}
-
-/// Records a use of a session or key in the background: bookkeeping must not hold a request up
-/// (on SQLite, a long import holds the only write lock) nor fail it.
-fn touch_later(store: &casebook_store::Store, what: Touch, now: OffsetDateTime) {
+/// Records a use of an API key in the background: bookkeeping must not hold a request up (on
+/// SQLite, a long import holds the only write lock) nor fail it.
+fn touch_key_later(store: &casebook_store::Store, key_id: i64, now: OffsetDateTime) {
     let store = store.clone();
     tokio::spawn(async move {
-        let done = match what {
-            Touch::Session(id) => store.touch_session(id, now).await,
-            Touch::ApiKey(id) => store.touch_api_key(id, now).await,
-        };
-        if let Err(e) = done {
-            tracing::debug!(error = %e, "recording the use of a session or API key failed");
+        if let Err(e) = store.touch_api_key(key_id, now).await {
+            tracing::debug!(error = %e, "recording the use of an API key failed");
         }
     });
 }
