@@ -183,7 +183,10 @@ impl App {
             return Err(AppError::InvalidTransition("the job runs on another server; cancel it there".into()));
         };
         progress.cancel();
-        self.job(Some(who), id).await
+        // The job may end between the request and this answer: its progress is the one held.
+        let mut view = self.job(Some(who), id).await?;
+        view.progress = Some(progress.view());
+        Ok(view)
     }
 
     /// Marks jobs left running by a stopped or crashed server as failed (a server calls this as

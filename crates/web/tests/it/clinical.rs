@@ -740,14 +740,14 @@ async fn cancel_t(t: TestApp) {
     let (_, exported) = get_text(&t, &crc, "/api/v1/studies/S_DEMO/clinical-data?format=odm13").await;
     let (start, end) = (exported.find("<SubjectData").unwrap(), exported.rfind("</SubjectData>").unwrap());
     let subject = &exported[start..end + "</SubjectData>".len()];
-    // The same participant's form 600 times, each changing the weight: a file long enough to be
+    // The same participant's form 2,000 times, each changing the weight: a file long enough to be
     // caught writing.
     let twice = format!(
         "{}{}",
         subject.replacen(r#"Value="64.5""#, r#"Value="66""#, 1),
         subject.replacen(r#"Value="64.5""#, r#"Value="67""#, 1)
     );
-    let file = format!("{}{}{}", &exported[..start], twice.repeat(300), &exported[end + "</SubjectData>".len()..]);
+    let file = format!("{}{}{}", &exported[..start], twice.repeat(1000), &exported[end + "</SubjectData>".len()..]);
     let r = crate::client()
         .post(t.url("/api/v1/studies/S_DEMO/clinical-data/import-jobs?file_name=long.xml"))
         .bearer_auth(&crc)
