@@ -24,7 +24,9 @@ use casebook_domain::capture::status::EventStatus;
 use casebook_domain::design::{FormVersion, StudyDesign};
 use casebook_domain::notes::{NoteStatus, NoteType};
 use casebook_domain::role::Permission;
-use casebook_formats::odm::clinical::{ClinicalReader, FormRecord, NoteRecord, Record, SubjectRecord};
+use casebook_formats::odm::clinical::{
+    ClinicalReader, FormRecord, NoteRecord, Record, SubjectRecord, TransactionType, UpsertOn,
+};
 use casebook_store::capture::{ParticipantRow, StudyEventRow};
 use casebook_store::studies::StudyRow;
 use serde::Serialize;
@@ -457,6 +459,7 @@ impl App {
         let params: casebook_domain::study::StudyParameters =
             serde_json::from_str(&study.parameters).map_err(crate::error::anyhow_like::internal)?;
         let mut file_study: Option<String> = None;
+        let mut upsert_on = UpsertOn::default();
         let mut reader = ClinicalReader::with_max_bytes(input, max_bytes);
         let mut place = Place::default();
         loop {
@@ -478,6 +481,7 @@ impl App {
             match record {
                 Record::Study(s) => {
                     file_study = Some(s.study_oid.clone());
+                    upsert_on = s.upsert_on.unwrap_or_default();
                     let ours = s.study_oid == study.oid || sites.iter().any(|x| x.oid == s.study_oid);
                     if !ours {
                         report.push(
@@ -650,7 +654,7 @@ impl App {
                     report.forms += 1;
                     report.values += f.groups.iter().map(|g| g.items.len()).sum::<usize>();
                     if let (Some((p, site_oid)), Some(ev)) = (&place.participant, &place.event) {
-                        self.check_form(&design, p, site_oid, ev, &f, &ctx, &mut report).await?;
+                        self.check_form(&design, p, site_oid, ev, &f, &ctx, upsert_on, &mut report).await?;
                     }
                 }
                 Record::Notes(n) => {
@@ -690,6 +694,7 @@ impl App {
         ev: &StudyEventRow,
         f: &FormRecord,
         ctx: &EvalContext,
+        upsert_on: UpsertOn,
         report: &mut ImportReport,
     ) -> Result<(), AppError> {
         let at = |line: usize, column: usize, code: &str, message: String| {
@@ -737,6 +742,10 @@ impl App {
         }
         let existing =
             self.store().forms_of_event_id(ev.id).await?.into_iter().find(|x| x.form_oid == form.oid.as_str());
+        if let Some(why) = upsert_refusal(upsert_on, existing.as_ref()) {
+            report.push(false, at(f.line, f.column, "upsert_on", format!("form {} is {why}: left as it is", form.oid)));
+            return Ok(());
+        }
         let mut stored = Vec::new();
         if let Some(x) = &existing {
             if x.removal != "available" {
@@ -794,6 +803,32 @@ impl App {
                     }
                 },
             };
+            if g.transaction_type == Some(TransactionType::Remove) {
+                // The row goes (kept for the audit): only repeating groups have rows to remove.
+                let group_oid = local_oid(&g.oid, |o| version.groups.iter().any(|x| x.oid.as_str() == o));
+                match version.groups.iter().find(|x| x.oid.as_str() == group_oid) {
+                    Some(def) if def.is_repeating() => held.retain(|s, _| !(s.group_oid == group_oid && s.row == row)),
+                    Some(_) => report.push(
+                        true,
+                        at(
+                            g.line,
+                            g.column,
+                            "not_repeating",
+                            format!("group {} does not repeat: it has no row to remove", g.oid),
+                        ),
+                    ),
+                    None => report.push(
+                        true,
+                        at(
+                            g.line,
+                            g.column,
+                            "unknown_group",
+                            format!("form version {} has no group {}", version.oid, g.oid),
+                        ),
+                    ),
+                }
+                continue;
+            }
             for item in &g.items {
                 let item_oid = local_oid(&item.oid, |o| version.items.iter().any(|i| i.oid.as_str() == o));
                 let group_oid = local_oid(&g.oid, |o| version.groups.iter().any(|x| x.oid.as_str() == o));
@@ -809,11 +844,12 @@ impl App {
                     report.push(true, pr);
                     continue;
                 }
+                let removed = item.transaction_type == Some(TransactionType::Remove);
                 let input = ValueInput {
                     item: item_oid.clone(),
                     row,
-                    value: if item.is_null { None } else { item.value.clone() },
-                    null_flavour: if item.is_null { item.reason_for_null.clone() } else { None },
+                    value: if item.is_null || removed { None } else { item.value.clone() },
+                    null_flavour: if item.is_null && !removed { item.reason_for_null.clone() } else { None },
                 };
                 match parse_input(version, event_form, &input) {
                     Ok((s, h)) => {
@@ -983,25 +1019,52 @@ fn resolve_form<'d>(
 }
 
 /// The values of an imported form as a save takes them: OIDs as the design knows them, repeat
-/// keys as rows, null flavours; calculated items left out (the server computes them).
-fn value_inputs(version: &FormVersion, f: &FormRecord) -> Vec<ValueInput> {
+/// keys as rows, null flavours; calculated items left out (the server computes them). An item
+/// with `TransactionType="Remove"` is cleared; an item group row with it is removed (kept for
+/// the audit).
+fn value_inputs(version: &FormVersion, f: &FormRecord) -> (Vec<ValueInput>, Vec<crate::entry::RowInput>) {
     let mut out = Vec::new();
+    let mut rows = Vec::new();
     for g in &f.groups {
         let row = g.repeat_key.as_deref().and_then(|k| k.trim().parse::<u32>().ok()).unwrap_or(1);
+        if g.transaction_type == Some(TransactionType::Remove) {
+            let group = local_oid(&g.oid, |o| version.groups.iter().any(|x| x.oid.as_str() == o));
+            rows.push(crate::entry::RowInput { group, row });
+            continue;
+        }
         for item in &g.items {
             let oid = local_oid(&item.oid, |o| version.items.iter().any(|i| i.oid.as_str() == o));
             if version.items.iter().find(|i| i.oid.as_str() == oid).is_some_and(|i| i.widget.is_calculated()) {
                 continue;
             }
+            let removed = item.transaction_type == Some(TransactionType::Remove);
             out.push(ValueInput {
                 item: oid,
                 row,
-                value: if item.is_null { None } else { item.value.clone() },
-                null_flavour: if item.is_null { item.reason_for_null.clone() } else { None },
+                value: if item.is_null || removed { None } else { item.value.clone() },
+                null_flavour: if item.is_null && !removed { item.reason_for_null.clone() } else { None },
             });
         }
     }
-    out
+    (out, rows)
+}
+
+/// Why OpenClinica's `UpsertOn` keeps the file from writing a form in the state it is in (a
+/// form not started counts as `NotStarted`), or `None` when it may.
+fn upsert_refusal(
+    upsert_on: UpsertOn,
+    existing: Option<&casebook_store::capture::FormDataRow>,
+) -> Option<&'static str> {
+    match existing.map(|f| f.status.as_str()) {
+        None if !upsert_on.not_started => Some("not started and the file's UpsertOn NotStarted is false"),
+        Some("complete") if !upsert_on.data_entry_complete => {
+            Some("complete and the file's UpsertOn DataEntryComplete is false")
+        }
+        Some(s) if s != "complete" && !upsert_on.data_entry_started => {
+            Some("in data entry and the file's UpsertOn DataEntryStarted is false")
+        }
+        _ => None,
+    }
 }
 
 /// Whether an imported form is to be marked complete: OpenClinica 3 completes every imported
@@ -1050,6 +1113,7 @@ impl App {
         let input = source.open().map_err(|e| AppError::invalid("file", format!("the file cannot be read: {e}")))?;
         let mut reader = ClinicalReader::new(input);
         let mut file_study: Option<String> = None;
+        let mut upsert_on = UpsertOn::default();
         let mut subject: Option<ParticipantRow> = None;
         let mut event: Option<(String, i32)> = None;
         while let Some(record) = reader.next_record().map_err(|d| AppError::invalid("file", d.message))? {
@@ -1058,7 +1122,10 @@ impl App {
                 return Err(cancelled());
             }
             match record {
-                Record::Study(s) => file_study = Some(s.study_oid),
+                Record::Study(s) => {
+                    upsert_on = s.upsert_on.unwrap_or_default();
+                    file_study = Some(s.study_oid);
+                }
                 Record::Subject(s) => {
                     subject = self.import_participant(&mut tx, &w, &s, file_study.as_deref()).await?;
                     event = None;
@@ -1075,12 +1142,15 @@ impl App {
                     let loc = self.located_in(&mut tx, &w, p, event_oid, *repeat, form.oid.as_str()).await?;
                     let existing =
                         tx.forms_of_event(loc.event.id).await?.into_iter().find(|x| x.form_oid == form.oid.as_str());
-                    let values = value_inputs(version, &f);
+                    if upsert_refusal(upsert_on, existing.as_ref()).is_some() {
+                        continue;
+                    }
+                    let (values, remove_rows) = value_inputs(version, &f);
                     let input = SaveFormInput {
                         expected_version: existing.as_ref().map(|x| x.version),
                         form_version: Some(version.oid.to_string()),
                         values,
-                        remove_rows: Vec::new(),
+                        remove_rows,
                         notes: Vec::new(),
                     };
                     let out = self.save_in(&mut tx, &loc, form.oid.as_str(), input, &rules, true).await?;
@@ -1190,6 +1260,7 @@ impl App {
         let mut subject: Option<(String, usize)> = None;
         let mut event: Option<(String, i32, usize)> = None;
         let mut file_study: Option<String> = None;
+        let mut upsert_on = UpsertOn::default();
         let mut subject_record: Option<SubjectRecord> = None;
         let mut event_record: Option<casebook_formats::odm::clinical::EventRecord> = None;
         // A fatal reading error ends the stream: the forms before it were written.
@@ -1256,12 +1327,23 @@ impl App {
                         continue;
                     };
                     let (Some(sr), Some(er)) = (&subject_record, &event_record) else { continue };
-                    let result =
-                        self.import_one_form(who, &w, (sr, er, file_study.as_deref()), form, version, &f, &rules).await;
+                    let result = self
+                        .import_one_form(
+                            who,
+                            &w,
+                            (sr, er, file_study.as_deref()),
+                            upsert_on,
+                            (form, version, &f),
+                            &rules,
+                        )
+                        .await;
                     match result {
-                        Ok((status, completed)) => {
+                        Ok((status, completed, why)) => {
                             progress.wrote_form();
                             row.status = status;
+                            if let Some(why) = why {
+                                row.message = format!("the form is {why}: left as it is");
+                            }
                             if status != "No Change" {
                                 report.written_forms += 1;
                             }
@@ -1274,7 +1356,10 @@ impl App {
                     }
                     report.log.push(row);
                 }
-                Record::Study(s) => file_study = Some(s.study_oid),
+                Record::Study(s) => {
+                    upsert_on = s.upsert_on.unwrap_or_default();
+                    file_study = Some(s.study_oid);
+                }
                 Record::Notes(n) => {
                     // The notes of a participant or event with a problem are not imported.
                     let (participant, subject_line) = subject.clone().unwrap_or_default();
@@ -1316,23 +1401,25 @@ impl App {
         who: &Principal,
         w: &Writing,
         (s, e, file_study): (&SubjectRecord, &casebook_formats::odm::clinical::EventRecord, Option<&str>),
-        form: &casebook_domain::design::FormDef,
-        version: &FormVersion,
-        f: &FormRecord,
+        upsert_on: UpsertOn,
+        (form, version, f): (&casebook_domain::design::FormDef, &FormVersion, &FormRecord),
         rules: &[crate::rules_engine::ActiveRule],
-    ) -> Result<(&'static str, bool), AppError> {
+    ) -> Result<(&'static str, bool, Option<&'static str>), AppError> {
         let mut tx = self.store().write(who.actor()).await?;
         let p = self.import_participant(&mut tx, w, s, file_study).await?.ok_or(AppError::NotFound("participant"))?;
         let (event_oid, repeat) =
             self.import_event(&mut tx, w, &p, e).await?.ok_or(AppError::NotFound("event occurrence"))?;
         let loc = self.located_in(&mut tx, w, &p, &event_oid, repeat, form.oid.as_str()).await?;
         let existing = tx.forms_of_event(loc.event.id).await?.into_iter().find(|x| x.form_oid == form.oid.as_str());
-        let values = value_inputs(version, f);
+        if let Some(why) = upsert_refusal(upsert_on, existing.as_ref()) {
+            return Ok(("No Change", false, Some(why)));
+        }
+        let (values, remove_rows) = value_inputs(version, f);
         let input = SaveFormInput {
             expected_version: existing.as_ref().map(|x| x.version),
             form_version: Some(version.oid.to_string()),
             values,
-            remove_rows: Vec::new(),
+            remove_rows,
             notes: Vec::new(),
         };
         let out = self.save_in(&mut tx, &loc, form.oid.as_str(), input, rules, true).await?;
@@ -1346,7 +1433,7 @@ impl App {
         if tx.audited() > 0 {
             tx.commit().await?;
         }
-        Ok((status, completed))
+        Ok((status, completed, None))
     }
 }
 

@@ -1110,3 +1110,82 @@ async fn round_trip_t(t: TestApp) {
         "{refused}"
     );
 }
+
+/// The value of an item in row `row` of a participant's baseline vital signs, if any.
+async fn vital(t: &TestApp, key: &str, label: &str, item: &str, row: i64) -> Option<String> {
+    let (_, book) = t.get(key, &format!("/api/v1/studies/S_DEMO/participants/{label}")).await;
+    book["events"][0]["forms"][0]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["item_oid"] == item && v["row"].as_i64().unwrap_or(1) == row)
+        .and_then(|v| v["value"].as_str().map(str::to_owned))
+}
+
+// OpenClinica's UpsertOn keeps an import from overwriting forms in the states it names (the
+// form is reported and left as it is); TransactionType="Remove" clears a value or removes a
+// repeating row (kept for the audit).
+both!(upsert_on_and_remove_transactions_are_honoured, upsert_t);
+async fn upsert_t(t: TestApp) {
+    let crc = t.key("demo_crc").await;
+    let a1 = enrol(&t, &crc, "S_DEMOA").await;
+    save_vitals(
+        &t,
+        &crc,
+        &a1,
+        json!([{"item": "weight", "value": "64.5"}, {"item": "height", "value": "170"},
+               {"item": "ecg_time", "row": 1, "value": "08:15"}, {"item": "hr", "row": 1, "value": "71"},
+               {"item": "ecg_time", "row": 2, "value": "08:45"}, {"item": "hr", "row": 2, "value": "74"}]),
+    )
+    .await;
+    let (_, exported) = get_text(&t, &crc, &format!("/api/v1/studies/S_DEMO/clinical-data?participant={a1}")).await;
+    let opened = exported.find("<ClinicalData").unwrap();
+    let end_of_tag = opened + exported[opened..].find('>').unwrap() + 1;
+    let with_upsert =
+        |flags: &str, xml: &str| format!("{}\n<UpsertOn {flags}/>{}", &xml[..end_of_tag], &xml[end_of_tag..]);
+
+    // The form is in data entry: DataEntryStarted="false" leaves it alone.
+    let changed = exported.replacen(r#"Value="64.5""#, r#"Value="66""#, 1);
+    let (s, report) = import(&t, &crc, &with_upsert(r#"DataEntryStarted="false""#, &changed)).await;
+    assert_eq!(s, StatusCode::OK, "{report}");
+    assert_eq!(codes(&report, "warnings"), ["upsert_on"], "{report}");
+    assert_eq!(report["written_forms"], 0, "{report}");
+    assert_eq!(vital(&t, &crc, &a1, "I_VITAL_WEIGHT", 1).await.as_deref(), Some("64.5"));
+    // DataEntryComplete="false" does not concern it: written.
+    let (_, report) = import(&t, &crc, &with_upsert(r#"DataEntryComplete="false""#, &changed)).await;
+    assert_eq!(report["written_forms"], 1, "{report}");
+    assert_eq!(vital(&t, &crc, &a1, "I_VITAL_WEIGHT", 1).await.as_deref(), Some("66"));
+
+    // Remove: the height's value, and the second ECG row.
+    let (_, now) = get_text(&t, &crc, &format!("/api/v1/studies/S_DEMO/clinical-data?participant={a1}")).await;
+    let removing = now
+        .replacen(
+            r#"<ItemData ItemOID="I_VITAL_HEIGHT" Value="170"/>"#,
+            r#"<ItemData ItemOID="I_VITAL_HEIGHT" Value="170" TransactionType="Remove"/>"#,
+            1,
+        )
+        .replacen(
+            r#"ItemGroupRepeatKey="2" TransactionType="Insert""#,
+            r#"ItemGroupRepeatKey="2" TransactionType="Remove""#,
+            1,
+        );
+    assert_ne!(removing, now, "the export's shape changed: {now}");
+    let (s, report) = import(&t, &crc, &removing).await;
+    assert_eq!((s, report["written_forms"].as_i64()), (StatusCode::OK, Some(1)), "{report}");
+    assert_eq!(vital(&t, &crc, &a1, "I_VITAL_HEIGHT", 1).await, None, "the height was not cleared");
+    assert_eq!(vital(&t, &crc, &a1, "I_VITAL_HR", 2).await, None, "the second ECG row was not removed");
+    assert_eq!(vital(&t, &crc, &a1, "I_VITAL_HR", 1).await.as_deref(), Some("71"));
+    let (_, audit) = t.get(&crc, &format!("/api/v1/studies/S_DEMO/participants/{a1}/audit")).await;
+    assert!(audit.to_string().contains("item_data.row_removed"), "{audit}");
+
+    // A non-repeating group has no row to remove.
+    let bad = now.replacen(
+        r#"ItemGroupOID="IG_VITAL_VS" TransactionType="Insert""#,
+        r#"ItemGroupOID="IG_VITAL_VS" TransactionType="Remove""#,
+        1,
+    );
+    assert_ne!(bad, now, "the export's shape changed: {now}");
+    let (s, report) = import(&t, &crc, &bad).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{report}");
+    assert_eq!(codes(&report, "errors"), ["not_repeating"], "{report}");
+}
