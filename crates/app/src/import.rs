@@ -746,6 +746,23 @@ impl App {
             report.push(false, at(f.line, f.column, "upsert_on", format!("form {} is {why}: left as it is", form.oid)));
             return Ok(());
         }
+        if let Some(sdv) = f.sdv_status.as_deref().map(str::trim).filter(|v| {
+            let v = v.to_ascii_lowercase().replace(['_', '-'], " ");
+            v.contains("verified") && !v.contains("not")
+        }) {
+            report.push(
+                false,
+                at(
+                    f.line,
+                    f.column,
+                    "sdv_not_imported",
+                    format!(
+                        "OpenClinica:SdvStatus '{sdv}' is not imported: source data verification is recorded by a \
+                         monitor in Casebook, value by value"
+                    ),
+                ),
+            );
+        }
         let mut stored = Vec::new();
         if let Some(x) = &existing {
             if x.removal != "available" {

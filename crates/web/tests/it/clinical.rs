@@ -1188,4 +1188,11 @@ async fn upsert_t(t: TestApp) {
     let (s, report) = import(&t, &crc, &bad).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{report}");
     assert_eq!(codes(&report, "errors"), ["not_repeating"], "{report}");
+
+    // OpenClinica 4's SdvStatus is reported, not taken.
+    let (_, oc) =
+        get_text(&t, &crc, &format!("/api/v1/studies/S_DEMO/clinical-data?participant={a1}&format=odm13-oc")).await;
+    let verified = oc.replacen("<FormData ", r#"<FormData OpenClinica:SdvStatus="VERIFIED" "#, 1);
+    let (_, report) = dry_run(&t, &crc, &verified).await;
+    assert!(codes(&report, "warnings").contains(&"sdv_not_imported".to_owned()), "{report}");
 }
