@@ -180,6 +180,20 @@ fn fill_template(template: &str, site: &str, study: &str, n: i64) -> String {
 }
 
 impl App {
+    /// A study or site by OID, with the study it belongs to (itself for a study): the OpenClinica
+    /// paths and imports name either.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] for an unknown OID.
+    pub(crate) async fn study_or_site(&self, oid: &str) -> Result<(StudyRow, StudyRow), AppError> {
+        let target = self.store().study_by_oid(oid).await?.ok_or(AppError::NotFound("study"))?;
+        let study = match target.parent_id {
+            Some(parent) => self.store().study_by_id(parent).await?.ok_or(AppError::NotFound("study"))?,
+            None => target.clone(),
+        };
+        Ok((target, study))
+    }
+
     pub(crate) async fn site_of(&self, study: &StudyRow, site_oid: &str) -> Result<StudyRow, AppError> {
         if site_oid == study.oid {
             return Ok(study.clone());

@@ -539,12 +539,8 @@ impl App {
         study_or_site_oid: &str,
         form_version: Option<&str>,
     ) -> Result<(StudyRow, StudyDesign, String), AppError> {
-        let row = self.store().study_by_oid(study_or_site_oid).await?.ok_or(AppError::NotFound("study"))?;
-        let study_oid = match row.parent_id {
-            Some(p) => self.store().study_by_id(p).await?.ok_or(AppError::NotFound("study"))?.oid,
-            None => row.oid.clone(),
-        };
-        let study = self.design_study(who, &study_oid, false).await?;
+        let (_, parent) = self.study_or_site(study_or_site_oid).await?;
+        let study = self.design_study(who, &parent.oid, false).await?;
         let version = match self.store().design_production_version(study.id).await? {
             Some(v) => v,
             None => self.store().design_test_version(study.id).await?.ok_or(AppError::NotFound("published design"))?,

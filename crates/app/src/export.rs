@@ -90,12 +90,8 @@ impl App {
         F: FnMut(Vec<u8>) -> Fut,
         Fut: Future<Output = bool>,
     {
-        let target = self.store().study_by_oid(study_or_site_oid).await?.ok_or(AppError::NotFound("study"))?;
-        let study_oid = match target.parent_id {
-            Some(parent) => self.store().study_by_id(parent).await?.ok_or(AppError::NotFound("study"))?.oid,
-            None => target.oid.clone(),
-        };
-        let (study, access) = self.study_with_access(who, &study_oid).await?;
+        let (target, study) = self.study_or_site(study_or_site_oid).await?;
+        let (study, access) = self.study_with_access(who, &study.oid).await?;
         let site_ids: Option<Vec<i64>> = match (target.parent_id.is_some(), access.study_wide()) {
             (true, _) if access.sees_site(target.id) => Some(vec![target.id]),
             (true, _) => return Err(AppError::NotFound("study")),
@@ -766,11 +762,7 @@ impl App {
             AdminDataOut, LocationOut, LocationType, MetaDataVersionRefOut, SignatureDefOut, UserOut, write_admin_data,
         };
         use casebook_formats::odm::write::OdmFlavour;
-        let target = self.store().study_by_oid(study_or_site_oid).await?.ok_or(AppError::NotFound("study"))?;
-        let study = match target.parent_id {
-            Some(parent) => self.store().study_by_id(parent).await?.ok_or(AppError::NotFound("study"))?,
-            None => target,
-        };
+        let (_, study) = self.study_or_site(study_or_site_oid).await?;
         let (_, access) = self.study_with_access(who, &study.oid).await?;
         let format = match (req.odm20, req.openclinica) {
             (true, _) => "odm2",

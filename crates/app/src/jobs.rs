@@ -122,11 +122,8 @@ impl App {
                 .study_oid()
                 .ok_or_else(|| AppError::invalid("file", "the file holds no ClinicalData with a StudyOID"))?,
         };
-        let target = self.store().study_by_oid(&named).await?.ok_or(AppError::NotFound("study"))?;
-        let study_oid = match target.parent_id {
-            Some(parent) => self.store().study_by_id(parent).await?.ok_or(AppError::NotFound("study"))?.oid,
-            None => target.oid,
-        };
+        let (_, study) = self.study_or_site(&named).await?;
+        let study_oid = study.oid.clone();
         let (study, access) = self.study_with_access(who, &study_oid).await?;
         let sites = self.store().sites_of(study.id).await?;
         let may = Self::may(&access, &study, &study, casebook_domain::role::Permission::ImportData)
