@@ -342,13 +342,28 @@ impl App {
             },
         )
         .to_string();
-        let mut oid_text = match oid {
-            Some(o) if !o.trim().is_empty() && !tx.participant_oid_taken(o.trim()).await? => o.trim().to_owned(),
-            _ => base.clone(),
-        };
-        while tx.participant_oid_taken(&oid_text).await? {
+        // OpenClinica's OID keeps 8 characters of the label, so labels sharing a prefix
+        // (DEMO-A-0001, DEMO-A-0002 …) meet: the whole label comes next (labels are unique in
+        // a study), then a random suffix from a range no study exhausts.
+        let whole = format!("SS_{}", oid::normalise_key(&label, 40));
+        let mut candidates = Vec::new();
+        if let Some(o) = oid.map(str::trim).filter(|o| !o.is_empty()) {
+            candidates.push(o.to_owned());
+        }
+        candidates.push(base.clone());
+        if whole.len() > 3 {
+            candidates.push(whole);
+        }
+        let mut oid_text = String::new();
+        for c in candidates {
+            if !tx.participant_oid_taken(&c).await? {
+                oid_text = c;
+                break;
+            }
+        }
+        while oid_text.is_empty() || tx.participant_oid_taken(&oid_text).await? {
             use rand::Rng;
-            oid_text = format!("{base}_{}", rand::rng().random_range(0..10_000));
+            oid_text = format!("{base}_{}", rand::rng().random_range(10_000..1_000_000_000_u32));
         }
         let id = tx
             .insert_participant(&NewParticipant {

@@ -385,7 +385,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "post",
         "/api/v1/studies/{oid}/clinical-data/import-jobs",
         "clinical data",
-        "Import an ODM ClinicalData file (the body, or the multipart part `file`; up to server.import_limit_bytes, spooled to disk) as a background job: ?mode=all-or-nothing|per-record|dry-run, ?file_name=; answers 202 with the job",
+        "Import an ODM ClinicalData file (the body, or the multipart part `file`; up to http.import_limit_bytes, spooled to disk) as a background job: ?mode=all-or-nothing|per-record|dry-run, ?file_name=; answers 202 with the job",
         None,
         202,
     ),

@@ -70,19 +70,19 @@ impl WebSettings {
     pub fn validate(&self) -> Result<(), String> {
         if !(1024..=1024 * 1024 * 1024).contains(&self.body_limit_bytes) {
             return Err(format!(
-                "server.body_limit_bytes must be between 1024 and 1073741824 (got {})",
+                "http.body_limit_bytes must be between 1024 and 1073741824 (got {})",
                 self.body_limit_bytes
             ));
         }
         if !(1024 * 1024..=1024 * 1024 * 1024 * 1024).contains(&self.import_limit_bytes) {
             return Err(format!(
-                "server.import_limit_bytes must be between 1048576 (1 MiB) and 1099511627776 (1 TiB) (got {})",
+                "http.import_limit_bytes must be between 1048576 (1 MiB) and 1099511627776 (1 TiB) (got {})",
                 self.import_limit_bytes
             ));
         }
         if !(1..=3600).contains(&self.request_timeout_seconds) {
             return Err(format!(
-                "server.request_timeout_seconds must be between 1 and 3600 (got {})",
+                "http.request_timeout_seconds must be between 1 and 3600 (got {})",
                 self.request_timeout_seconds
             ));
         }
@@ -92,7 +92,7 @@ impl WebSettings {
             || c.ends_with('/')
             || c.contains(|ch: char| !(ch.is_ascii_alphanumeric() || "-_/".contains(ch)))
         {
-            return Err(format!("server.openclinica_context must look like /OpenClinica (got '{c}')"));
+            return Err(format!("http.openclinica_context must look like /OpenClinica (got '{c}')"));
         }
         Ok(())
     }

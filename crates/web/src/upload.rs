@@ -1,5 +1,5 @@
 //! Import files arrive as a request body, raw or as the `file` part of a multipart form (as
-//! OpenClinica 4 scripts send them), of any size up to `server.import_limit_bytes`. They are
+//! OpenClinica 4 scripts send them), of any size up to `http.import_limit_bytes`. They are
 //! written to a temporary file as they arrive and imported from there, so a file of any size
 //! needs the memory of one chunk; the file is deleted when the import is done with it.
 
@@ -75,7 +75,7 @@ where
             return Err(AppError::Rejected {
                 code: "file_too_large",
                 message: format!(
-                    "the file is larger than the import limit of {limit} bytes (setting server.import_limit_bytes)"
+                    "the file is larger than the import limit of {limit} bytes (setting http.import_limit_bytes)"
                 ),
                 details: serde_json::json!({ "limit_bytes": limit }),
             });

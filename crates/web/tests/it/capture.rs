@@ -80,16 +80,28 @@ async fn race_t(t: TestApp) {
         tasks.push(tokio::spawn(async move {
             let r = crate::client().post(base).bearer_auth(key).json(&enrol_body("S_DEMOA")).send().await.unwrap();
             assert_eq!(r.status(), StatusCode::CREATED);
-            r.json::<Value>().await.unwrap()["label"].as_str().unwrap().to_owned()
+            let p = r.json::<Value>().await.unwrap();
+            (p["label"].as_str().unwrap().to_owned(), p["oid"].as_str().unwrap().to_owned())
         }));
     }
-    let mut labels = Vec::new();
+    let mut made = Vec::new();
     for task in tasks {
-        labels.push(task.await.unwrap());
+        made.push(task.await.unwrap());
     }
-    labels.sort();
+    made.sort();
+    let labels: Vec<&str> = made.iter().map(|(l, _)| l.as_str()).collect();
     let expected: Vec<String> = (1..=12).map(|n| format!("DEMO-A-{n:04}")).collect();
     assert_eq!(labels, expected);
+    // OpenClinica's OID keeps 8 characters of the ID (SS_DEMOA000, SS_DEMOA001); the IDs that
+    // share them with an earlier one get their whole ID, not a random suffix.
+    let oids: Vec<&str> = made.iter().map(|(_, o)| o.as_str()).collect();
+    let mut distinct = oids.clone();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 12, "{oids:?}");
+    for (label, oid) in &made {
+        let whole = format!("SS_{}", label.replace('-', ""));
+        assert!(*oid == whole[..11] || *oid == whole, "{label}: {oid}");
+    }
 }
 
 both!(events_are_scheduled_once_or_repeatedly, schedule_t);

@@ -712,7 +712,7 @@ async fn large_t(t: TestApp) {
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["code"], "file_too_large", "{e}");
-    assert!(e["message"].as_str().unwrap().contains("server.import_limit_bytes"), "{e}");
+    assert!(e["message"].as_str().unwrap().contains("http.import_limit_bytes"), "{e}");
 
     // A multipart form without the file.
     let r = crate::client()
