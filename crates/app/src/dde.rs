@@ -259,6 +259,7 @@ impl App {
                     participant_id: loc.participant.id,
                     study_id: loc.study.id,
                     site_id: loc.site_id,
+                    started_now: false,
                 },
             )
             .await?;

@@ -268,9 +268,17 @@ impl App {
         let (form_row_id, version_oid, was_complete, old_rows): (i64, String, bool, Vec<ItemDataRow>) = match &existing
         {
             Some(f) => {
-                let expected = input.expected_version.ok_or_else(|| {
-                    AppError::invalid("expected_version", "the form exists: send the version you read")
-                })?;
+                // An import writes inside its own transaction: the form is as it reads it.
+                let expected = match (input.expected_version, import) {
+                    (Some(v), _) => v,
+                    (None, true) => f.version,
+                    (None, false) => {
+                        return Err(AppError::invalid(
+                            "expected_version",
+                            "the form exists: send the version you read",
+                        ));
+                    }
+                };
                 if f.version != expected {
                     return Err(self.stale(f, expected).await);
                 }
@@ -710,6 +718,7 @@ impl App {
                     participant_id: loc.participant.id,
                     study_id: loc.study.id,
                     site_id: loc.site_id,
+                    started_now: existing.is_none(),
                 },
             )
             .await?

@@ -1157,14 +1157,20 @@ impl App {
                     let (Some(p), Some((event_oid, repeat))) = (&subject, &event) else { continue };
                     let Some((form, version)) = resolve_form(&design, &f) else { continue };
                     let loc = self.located_in(&mut tx, &w, p, event_oid, *repeat, form.oid.as_str()).await?;
-                    let existing =
-                        tx.forms_of_event(loc.event.id).await?.into_iter().find(|x| x.form_oid == form.oid.as_str());
-                    if upsert_refusal(upsert_on, existing.as_ref()).is_some() {
-                        continue;
+                    let upsert_all = upsert_on == UpsertOn::default();
+                    if !upsert_all {
+                        let existing = tx
+                            .forms_of_event(loc.event.id)
+                            .await?
+                            .into_iter()
+                            .find(|x| x.form_oid == form.oid.as_str());
+                        if upsert_refusal(upsert_on, existing.as_ref()).is_some() {
+                            continue;
+                        }
                     }
                     let (values, remove_rows) = value_inputs(version, &f);
                     let input = SaveFormInput {
-                        expected_version: existing.as_ref().map(|x| x.version),
+                        expected_version: None,
                         form_version: Some(version.oid.to_string()),
                         values,
                         remove_rows,

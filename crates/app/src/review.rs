@@ -518,6 +518,8 @@ pub struct DataChange {
     pub participant_id: i64,
     pub study_id: i64,
     pub site_id: Option<i64>,
+    /// The form was started by this very save: nothing of it can have been verified.
+    pub started_now: bool,
 }
 
 /// Runs inside a save that changed values, before it commits: breaks the signatures over the
@@ -542,7 +544,7 @@ pub async fn after_data_change(tx: &mut WriteTx, at: &DataChange) -> Result<Even
     let form_key = format!("{event_key}/{}", place.form_oid);
     let scope = |e: AuditEntry| e.study(Some(at.study_id), at.site_id);
 
-    if tx.sdv_mark_changed(at.form_data_id).await? {
+    if !at.started_now && tx.sdv_mark_changed(at.form_data_id).await? {
         tx.audit(scope(
             AuditEntry::new("form.sdv_reset", "form_data", &form_key)
                 .old(serde_json::json!({ "sdv": "verified" }))
@@ -552,7 +554,8 @@ pub async fn after_data_change(tx: &mut WriteTx, at: &DataChange) -> Result<Even
         .await?;
     }
 
-    for (group_oid, row, item_oid) in tx.item_sdv_reset_changed(at.form_data_id).await? {
+    let reset = if at.started_now { Vec::new() } else { tx.item_sdv_reset_changed(at.form_data_id).await? };
+    for (group_oid, row, item_oid) in reset {
         tx.audit(scope(
             AuditEntry::new("item.sdv_reset", "item_data", format!("{form_key}/{group_oid}[{row}]/{item_oid}"))
                 .old(serde_json::json!({ "sdv": "verified" }))
