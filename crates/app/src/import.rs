@@ -240,6 +240,8 @@ impl Drop for ImportFile {
 pub struct ImportSource {
     data: SourceData,
     progress: Arc<ImportProgress>,
+    /// The job importing it, named in the audit rows of what it writes.
+    job: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -257,7 +259,7 @@ impl ImportSource {
     }
 
     fn from_data(data: SourceData) -> Self {
-        Self { data, progress: Arc::new(ImportProgress::default()) }
+        Self { data, progress: Arc::new(ImportProgress::default()), job: None }
     }
 
     /// Reports to `progress` (and obeys its cancellation).
@@ -265,6 +267,24 @@ impl ImportSource {
     pub fn with_progress(mut self, progress: Arc<ImportProgress>) -> Self {
         self.progress = progress;
         self
+    }
+
+    /// Imported by the background job `id`: the audit rows of what it writes name the job.
+    #[must_use]
+    pub fn with_job(mut self, id: &str) -> Self {
+        self.job = Some(id.to_owned());
+        self
+    }
+
+    /// The audit actor of what an import of this source writes: the user, through the import
+    /// channel, with the job's id (else the request's) as the request id.
+    fn actor(&self, who: &Principal) -> casebook_store::Actor {
+        let mut actor = who.actor();
+        actor.channel = casebook_domain::audit::Channel::Import;
+        if let Some(job) = &self.job {
+            actor.request_id = Some(format!("job:{job}"));
+        }
+        actor
     }
 
     /// The progress this source reports to.
@@ -1126,7 +1146,7 @@ impl App {
         let w = self.writing(who, study_oid).await?;
         let (study, design) = (w.study.clone(), Arc::clone(&w.design));
         let rules = self.active_rules(study.id).await?;
-        let mut tx = self.store().write(who.actor()).await?;
+        let mut tx = self.store().write(source.actor(who)).await?;
         let input = source.open().map_err(|e| AppError::invalid("file", format!("the file cannot be read: {e}")))?;
         let mut reader = ClinicalReader::new(input);
         let mut file_study: Option<String> = None;
@@ -1276,6 +1296,7 @@ impl App {
         let w = self.writing(who, study_oid).await?;
         let design = Arc::clone(&w.design);
         let rules = self.active_rules(w.study.id).await?;
+        let actor = source.actor(who);
         // Problems of the whole file stop everything.
         let whole_file = report.errors.iter().any(|e| e.code == "wrong_study");
         let input = source.open().map_err(|e| AppError::invalid("file", format!("the file cannot be read: {e}")))?;
@@ -1352,7 +1373,7 @@ impl App {
                     let (Some(sr), Some(er)) = (&subject_record, &event_record) else { continue };
                     let result = self
                         .import_one_form(
-                            who,
+                            &actor,
                             &w,
                             (sr, er, file_study.as_deref()),
                             upsert_on,
@@ -1395,7 +1416,7 @@ impl App {
                     let bad = whole_file
                         || report.errors.iter().any(|e| e.line == subject_line || (n.line..=end).contains(&e.line));
                     let Some(sr) = subject_record.as_ref().filter(|_| !bad) else { continue };
-                    match self.import_notes_record(who, &w, sr, file_study.as_deref(), &n).await {
+                    match self.import_notes_record(&actor, &w, sr, file_study.as_deref(), &n).await {
                         Ok(opened) => report.notes_opened += opened,
                         Err(e) => report.log.push(ImportLogRow {
                             line: n.line,
@@ -1421,14 +1442,14 @@ impl App {
     #[allow(clippy::too_many_arguments)]
     async fn import_one_form(
         &self,
-        who: &Principal,
+        actor: &casebook_store::Actor,
         w: &Writing,
         (s, e, file_study): (&SubjectRecord, &casebook_formats::odm::clinical::EventRecord, Option<&str>),
         upsert_on: UpsertOn,
         (form, version, f): (&casebook_domain::design::FormDef, &FormVersion, &FormRecord),
         rules: &[crate::rules_engine::ActiveRule],
     ) -> Result<(&'static str, bool, Option<&'static str>), AppError> {
-        let mut tx = self.store().write(who.actor()).await?;
+        let mut tx = self.store().write(actor.clone()).await?;
         let p = self.import_participant(&mut tx, w, s, file_study).await?.ok_or(AppError::NotFound("participant"))?;
         let (event_oid, repeat) =
             self.import_event(&mut tx, w, &p, e).await?.ok_or(AppError::NotFound("event occurrence"))?;
@@ -1829,13 +1850,13 @@ impl App {
     /// Per record: a participant's or event's notes in their own transaction.
     async fn import_notes_record(
         &self,
-        who: &Principal,
+        actor: &casebook_store::Actor,
         w: &Writing,
         s: &SubjectRecord,
         file_study: Option<&str>,
         n: &casebook_formats::odm::clinical::NotesRecord,
     ) -> Result<usize, AppError> {
-        let mut tx = self.store().write(who.actor()).await?;
+        let mut tx = self.store().write(actor.clone()).await?;
         let Some(p) = self.import_participant(&mut tx, w, s, file_study).await? else { return Ok(0) };
         let opened = self.import_record_notes(&mut tx, w, &p, n).await?;
         if tx.audited() > 0 {

@@ -132,6 +132,7 @@ impl App {
             return Err(AppError::Forbidden("import data in this study"));
         }
         let id = uuid_v4();
+        let source = source.with_job(&id);
         self.store().insert_job(&id, study.id, "clinical_import", mode.as_str(), file_name, Some(who.user_id)).await?;
         let progress = Arc::clone(source.progress());
         self.running_jobs().insert(id.clone(), Arc::clone(&progress));

@@ -488,6 +488,13 @@ async fn jobs_t(t: TestApp) {
         .unwrap()["value"]
         .clone();
     assert_eq!(weight, "66", "{book}");
+    // What the job wrote is audited through the import channel, naming the job.
+    let (_, audit) = t.get(&crc, &format!("/api/v1/studies/S_DEMO/participants/{a1}/audit")).await;
+    let rows = audit.as_array().unwrap_or_else(|| panic!("{audit}"));
+    let saved: Vec<&Value> = rows.iter().filter(|r| r["action"] == "item_data.value_saved").collect();
+    let by_job = saved.last().unwrap_or_else(|| panic!("{audit}"));
+    assert_eq!(by_job["channel"], "import", "{by_job}");
+    assert_eq!(by_job["request_id"], format!("job:{id}"), "{by_job}");
     let (_, jobs) = t.get(&dm, "/api/v1/studies/S_DEMO/jobs").await;
     assert!(jobs["jobs"].as_array().unwrap().iter().any(|j| j["id"] == id.as_str()), "{jobs}");
 
