@@ -875,3 +875,145 @@ impl App {
         Ok(count)
     }
 }
+
+/// Escapes text for HTML.
+fn html_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+impl App {
+    /// OpenClinica 3's `…/clinicaldata/html/{view|print}/…`: the export as a printable HTML
+    /// page — each participant with its events, forms and values under their questions (the
+    /// design in Production gives the texts), code list values with their labels. `None` when
+    /// no participant matched.
+    ///
+    /// # Errors
+    /// As [`App::export_clinical`].
+    pub async fn export_clinical_html(
+        &self,
+        who: &Principal,
+        study_or_site_oid: &str,
+        req: &ClinicalExport,
+    ) -> Result<Option<String>, AppError> {
+        use casebook_formats::odm::clinical::{ClinicalReader, Record};
+        let mut xml = Vec::new();
+        let req = ClinicalExport { openclinica: true, odm20: false, ..req.clone() };
+        let count = self
+            .export_clinical(who, study_or_site_oid, &req, |chunk| {
+                xml.extend_from_slice(&chunk);
+                std::future::ready(true)
+            })
+            .await?;
+        if count.participants == 0 {
+            return Ok(None);
+        }
+        let (_, study) = self.study_or_site(study_or_site_oid).await?;
+        let design = match self.production_design_opt(study.id).await? {
+            Some((_, d)) => d,
+            None => std::sync::Arc::new(StudyDesign::default()),
+        };
+        let mut html = format!(
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} clinical data</title>\
+             <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin:.5em 0 1.5em}}\
+             td,th{{border:1px solid #999;padding:.2em .5em;text-align:left}}h2{{page-break-before:always}}\
+             h2:first-of-type{{page-break-before:auto}}</style></head><body>\n<h1>{} — clinical data</h1>\n",
+            html_text(&study.name),
+            html_text(&study.name)
+        );
+        let mut reader = ClinicalReader::new(xml.as_slice());
+        while let Some(record) = reader
+            .next_record()
+            .map_err(|d| crate::error::anyhow_like::msg(format!("reading the export: {}", d.message)))?
+        {
+            match record {
+                Record::Subject(s) => {
+                    let label = s.subject.label.clone().or(s.subject.key.clone()).unwrap_or_default();
+                    html.push_str(&format!(
+                        "<h2>Participant {}</h2>\n<p>Status: {}{}{}</p>\n",
+                        html_text(&label),
+                        html_text(s.status.as_deref().unwrap_or("")),
+                        s.enrollment_date
+                            .as_deref()
+                            .map(|d| format!("; enrolled {}", html_text(d)))
+                            .unwrap_or_default(),
+                        s.sex.as_deref().map(|x| format!("; sex {}", html_text(x))).unwrap_or_default(),
+                    ));
+                }
+                Record::Event(e) => {
+                    let name = design.event(&e.event_oid).map_or(e.event_oid.as_str(), |d| d.name.as_str());
+                    html.push_str(&format!(
+                        "<h3>{} [{}]</h3>\n<p>Status: {}{}</p>\n",
+                        html_text(name),
+                        html_text(e.repeat_key.as_deref().unwrap_or("1")),
+                        html_text(e.status.as_deref().unwrap_or("")),
+                        e.start_date.as_deref().map(|d| format!("; start {}", html_text(d))).unwrap_or_default(),
+                    ));
+                }
+                Record::Form(f) => {
+                    let found = design.form_version(&f.form_oid);
+                    let form_name = found.map_or(f.form_oid.as_str(), |(form, _)| form.name.as_str());
+                    html.push_str(&format!(
+                        "<h4>{} ({}) — {}</h4>\n<table><thead><tr><th>Question</th><th>Row</th><th>Value</th></tr></thead><tbody>\n",
+                        html_text(form_name),
+                        html_text(f.version.as_deref().unwrap_or(&f.form_oid)),
+                        html_text(f.status.as_deref().unwrap_or("")),
+                    ));
+                    for g in &f.groups {
+                        for item in &g.items {
+                            let def = found.and_then(|(_, v)| v.item_by_oid(&item.oid));
+                            let question = def.map_or(item.oid.clone(), |d| {
+                                let text = if d.label.text.is_empty() { d.name.clone() } else { d.label.text.clone() };
+                                match &d.question_number {
+                                    Some(n) => format!("{n} {text}"),
+                                    None => text,
+                                }
+                            });
+                            let value = match (&item.value, &item.reason_for_null) {
+                                (Some(v), _) => {
+                                    let decode = def.zip(found).and_then(|(d, (_, version))| {
+                                        let list =
+                                            version.code_lists.iter().find(|c| Some(&c.oid) == d.code_list.as_ref())?;
+                                        let labels: Vec<String> = v
+                                            .split(',')
+                                            .map(|code| {
+                                                list.items.iter().find(|i| i.value == code.trim()).map_or_else(
+                                                    || code.trim().to_owned(),
+                                                    |i| format!("{} ({})", i.label.text, code.trim()),
+                                                )
+                                            })
+                                            .collect();
+                                        Some(labels.join(", "))
+                                    });
+                                    decode.unwrap_or_else(|| v.clone())
+                                }
+                                (None, Some(n)) => format!("[{n}]"),
+                                (None, None) => String::new(),
+                            };
+                            html.push_str(&format!(
+                                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                                html_text(&question),
+                                html_text(g.repeat_key.as_deref().unwrap_or("")),
+                                html_text(&value),
+                            ));
+                        }
+                    }
+                    html.push_str("</tbody></table>\n");
+                }
+                Record::Study(_) | Record::Notes(_) => {}
+            }
+        }
+        html.push_str("</body></html>\n");
+        Ok(Some(html))
+    }
+}

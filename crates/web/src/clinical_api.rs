@@ -76,8 +76,8 @@ async fn import(
 /// OpenClinica routes (under the OpenClinica context path).
 pub fn openclinica_routes() -> Router<AppState> {
     Router::new()
-        .route("/rest/clinicaldata/{format}/view/{study}/{subject}/{event}/{form}", get(openclinica))
-        .route("/pages/auth/api/v1/clinicaldata/{format}/view/{study}/{subject}/{event}/{form}", get(openclinica))
+        .route("/rest/clinicaldata/{format}/{mode}/{study}/{subject}/{event}/{form}", get(openclinica))
+        .route("/pages/auth/api/v1/clinicaldata/{format}/{mode}/{study}/{subject}/{event}/{form}", get(openclinica))
         .route("/pages/auth/api/clinicaldata/{study}/{subject}/{event}/{form}", get(openclinica4))
 }
 
@@ -233,7 +233,7 @@ async fn openclinica(
     State(s): State<AppState>,
     headers: HeaderMap,
     Auth(p): Auth,
-    Path((format, study, subject, event, form)): Path<(String, String, String, String, String)>,
+    Path((format, mode, study, subject, event, form)): Path<(String, String, String, String, String, String)>,
     Query(q): Query<OpenClinicaQuery>,
 ) -> ApiResult<Response> {
     let notes = yes_no(q.include_dns.as_deref()).rid(&headers)?;
@@ -247,13 +247,20 @@ async fn openclinica(
         audit_logs,
         ..ClinicalExport::default()
     };
+    if mode != "view" && mode != "print" {
+        return Err(AppError::NotFound("clinical data view (use view or print)")).rid(&headers);
+    }
     match format.as_str() {
+        "html" => match s.app.export_clinical_html(&p, &study, &req).await.rid(&headers)? {
+            None => Ok(StatusCode::NO_CONTENT.into_response()),
+            Some(html) => Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()),
+        },
         "xml" => stream_xml(s.app.clone(), p, study, req, false).await.rid(&headers),
         "json" => match s.app.export_clinical_json(&p, &study, &req, false).await.rid(&headers)? {
             None => Ok(StatusCode::NO_CONTENT.into_response()),
             Some(json) => Ok(([(header::CONTENT_TYPE, "application/json")], json.to_string()).into_response()),
         },
-        _ => Err(AppError::NotFound("clinical data format (use xml or json)")).rid(&headers),
+        _ => Err(AppError::NotFound("clinical data format (use xml, json or html)")).rid(&headers),
     }
 }
 

@@ -935,6 +935,21 @@ async fn full_t(t: TestApp) {
     let (_, plain) =
         get_text(&t, &dm, &format!("/OpenClinica/rest/clinicaldata/xml/view/S_DEMO/{label}/*/*?includeDNs=n")).await;
     assert!(!plain.contains("DiscrepancyNotes") && !plain.contains("AuditLogs"), "{plain}");
+    // OpenClinica 3's printable HTML of the same data: questions with their values.
+    let r = crate::client()
+        .get(t.url(&format!("/OpenClinica/rest/clinicaldata/html/print/S_DEMO/{label}/*/*")))
+        .bearer_auth(&dm)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let page = r.text().await.unwrap();
+    assert!(page.starts_with("<!doctype html>") && page.contains(&format!("Participant {label}")), "{page}");
+    assert!(page.contains("<td>64</td>") && page.contains("Vital"), "{page}");
+    let (s, _) = get_text(&t, &dm, &format!("/OpenClinica/rest/clinicaldata/xml/sideways/S_DEMO/{label}/*/*")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
     // The import's reader reads it all (the notes and audit logs too): the file checks clean
     // but for the calculated BMI, which the server computes.
     let (s, report) = dry_run(&t, &crc, &oc).await;
