@@ -78,7 +78,17 @@ pub async fn run(app: &App, admin: &Principal, path: &Path, dir: &Path) -> Resul
     let study = app.create_study(admin, NewStudyInput { details, parameters: None }).await.map_err(e)?;
     let t = Instant::now();
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("sdtm.xml").to_owned();
-    match app.import_design_odm(admin, &study.oid, &name, &bytes).await {
+    // The design is the file's metadata alone: the metadata importer reads files of at most
+    // 64 MiB, and the file carries its 1.8 M values too. The `Study` element is cut out with
+    // the `ODM` root around it.
+    let metadata = match metadata_only(&bytes) {
+        Some(m) => m,
+        None => {
+            println!("  SKIPPED the SDTM file: it has no <Study> element to take the design from");
+            return Ok(());
+        }
+    };
+    match app.import_design_odm(admin, &study.oid, &name, &metadata).await {
         Ok(_) => {}
         Err(casebook_app::AppError::Rejected { message, details, .. }) => {
             println!("  SKIPPED the SDTM file: its metadata were refused as a design: {message}");
@@ -292,4 +302,21 @@ fn raw_write(v: &Values, study_oid: &str, path: &Path) -> Result<(f64, u64)> {
     inner.flush()?;
     drop(inner);
     Ok((t.elapsed().as_secs_f64(), std::fs::metadata(path)?.len()))
+}
+
+/// The file's `ODM` root with only its `Study` element (the metadata), or `None`.
+fn metadata_only(bytes: &[u8]) -> Option<Vec<u8>> {
+    let find = |needle: &[u8], from: usize| -> Option<usize> {
+        bytes.get(from..)?.windows(needle.len()).position(|w| w == needle).map(|i| i + from)
+    };
+    let root = find(b"<ODM", 0)?;
+    let root_end = find(b">", root)? + 1;
+    let study = find(b"<Study", root_end)?;
+    let study_end = find(b"</Study>", study)? + b"</Study>".len();
+    let mut out = Vec::with_capacity(study_end - study + root_end + 16);
+    out.extend_from_slice(&bytes[..root_end]);
+    out.push(b'\n');
+    out.extend_from_slice(&bytes[study..study_end]);
+    out.extend_from_slice(b"\n</ODM>\n");
+    Some(out)
 }

@@ -334,6 +334,15 @@ impl WriteTx {
     /// # Errors
     /// On database failure.
     pub async fn participant_oid_taken(&mut self, oid: &str) -> Result<bool, StoreError> {
+        // Concurrent enrolments may reach for the same OID: on PostgreSQL the candidate is
+        // locked until this transaction ends, so the second one waits and then sees the first's
+        // (SQLite has one writer at a time already).
+        if let crate::tx::Tx::Postgres(t) = &mut self.tx {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext('participant_oid:' || $1))")
+                .bind(oid)
+                .execute(&mut **t)
+                .await?;
+        }
         let n: i64 = on_tx!(self, c => sqlx::query_scalar("SELECT COUNT(*) FROM participants WHERE oid = $1")
             .bind(oid).fetch_one(c).await?);
         Ok(n > 0)
