@@ -104,6 +104,27 @@ enum Command {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Extract a study's (or site's) data for analysis into a directory: a table (csv-wide, one
+    /// row per participant with OpenClinica's column names; csv-long, one row per value; tsv,
+    /// tab-delimited wide) and its data dictionary; prints each file with its size and SHA-256.
+    Extract {
+        /// Study or site OID.
+        #[arg(long)]
+        study: String,
+        #[arg(long, default_value = "csv-wide", value_parser = ["csv-wide", "csv-long", "tsv"])]
+        format: String,
+        /// The directory to write into (created if needed).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Include items marked PHI (data managers and study directors only).
+        #[arg(long)]
+        include_phi: bool,
+        /// Act as this user (default: the first active technical administrator).
+        #[arg(long = "as")]
+        as_user: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// Import a CDISC ODM ClinicalData file into a study, all or nothing (or only check it with
     /// `--dry-run`): prints every problem with its line, participant, event, form, item and
     /// value; exits 0 only when the file was accepted.
@@ -502,6 +523,23 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             eprintln!(
                 "exported {} participants, {} events, {} forms, {} values",
                 count.participants, count.events, count.forms, count.values
+            );
+        }
+        Command::Extract { study, format, out, include_phi, as_user, db } => {
+            let settings = load(&db, None)?;
+            let app = open(&settings).await?;
+            let who = app.cli_principal(as_user.as_deref()).await.map_err(app_error)?;
+            let format = casebook_app::extract::TableFormat::parse(&format).map_err(app_error)?;
+            let outcome = app.extract_tables(&who, &study, format, include_phi, &out).await.map_err(app_error)?;
+            for f in &outcome.files {
+                println!("{}  {} bytes  sha256 {}", out.join(&f.name).display(), f.bytes, f.sha256);
+            }
+            if !outcome.phi_left_out.is_empty() {
+                println!("PHI items left out: {}", outcome.phi_left_out.join(", "));
+            }
+            eprintln!(
+                "extracted {} participants, {} values ({})",
+                outcome.participants, outcome.values, outcome.format
             );
         }
         Command::Import { file, study, dry_run, mode, as_user, db } => {

@@ -515,3 +515,114 @@ fn bench_odm_prints_ratios_to_raw_baselines() {
         }
     }
 }
+
+/// RFC 4180 rows of a CSV or TSV text.
+fn parse_table(text: &str, delimiter: char) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let (mut row, mut cell, mut quoted) = (Vec::new(), String::new(), false);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                cell.push('"');
+                chars.next();
+            }
+            (true, '"') => quoted = false,
+            (true, c) => cell.push(c),
+            (false, '"') => quoted = true,
+            (false, '\r') => {}
+            (false, '\n') => {
+                row.push(std::mem::take(&mut cell));
+                rows.push(std::mem::take(&mut row));
+            }
+            (false, c) if c == delimiter => row.push(std::mem::take(&mut cell)),
+            (false, c) => cell.push(c),
+        }
+    }
+    rows
+}
+
+/// `casebook extract`: the wide and long tables and their dictionaries hold the demo's values
+/// exactly as the ODM export does, the printed SHA-256 is the file's, and a site user's extract
+/// holds only that site.
+async fn extract_tables(target: Target) {
+    drop(serve_demo(&target));
+    let (code, odm, err) = run(&["export", "--study", "S_DEMO"], &target, None);
+    assert_eq!(code, 0, "{err}");
+    let odm_values = odm.matches("<ItemData ").count();
+    let dir = temp_dir("extract");
+
+    // Long: one row per value.
+    let (code, out, err) =
+        run(&["extract", "--study", "S_DEMO", "--format", "csv-long", "--out", dir.to_str().unwrap()], &target, None);
+    assert_eq!(code, 0, "{out}{err}");
+    let long = std::fs::read_to_string(dir.join("S_DEMO_csv-long.csv")).unwrap();
+    let rows = parse_table(&long, ',');
+    assert_eq!(rows[0][0], "SubjectID");
+    assert_eq!(rows.len() - 1, odm_values, "a row per value of the ODM export");
+    let value_at = rows[0].iter().position(|h| h == "Value").unwrap();
+    assert!(rows.iter().any(|r| r[0] == "DEMO-A-0002" && r[10] == "I_VITAL_WEIGHT" && r[value_at] == "71.5"), "{long}");
+    // The printed hash is the file's.
+    let line = out.lines().find(|l| l.contains("S_DEMO_csv-long.csv")).unwrap();
+    let printed = line.rsplit("sha256 ").next().unwrap().trim();
+    let sum = Command::new("sha256sum").arg(dir.join("S_DEMO_csv-long.csv")).output().unwrap();
+    assert!(String::from_utf8_lossy(&sum.stdout).starts_with(printed), "{line}");
+    let dictionary = std::fs::read_to_string(dir.join("S_DEMO_csv-long_dictionary.csv")).unwrap();
+    assert!(dictionary.lines().any(|l| l.starts_with("I_VITAL_WEIGHT,")), "{dictionary}");
+
+    // Wide: one row per participant; the same values under OpenClinica's column names.
+    let (code, out, err) =
+        run(&["extract", "--study", "S_DEMO", "--format", "csv-wide", "--out", dir.to_str().unwrap()], &target, None);
+    assert_eq!(code, 0, "{out}{err}");
+    let wide = parse_table(&std::fs::read_to_string(dir.join("S_DEMO_csv-wide.csv")).unwrap(), ',');
+    assert_eq!(wide.len() - 1, odm.matches("<SubjectData ").count(), "a row per participant");
+    let weight = wide[0]
+        .iter()
+        .position(|h| h.starts_with("WEIGHT_E") && h.ends_with("_C1"))
+        .unwrap_or_else(|| panic!("{:?}", wide[0]));
+    let second = wide.iter().find(|r| r[0] == "DEMO-A-0002").unwrap();
+    assert_eq!(second[weight], "71.5");
+    let filled = wide.iter().skip(1).flat_map(|r| r.iter().skip(8)).filter(|c| !c.is_empty()).count();
+    assert!(filled >= odm_values, "every value has its cell ({filled} cells for {odm_values} values)");
+    let dictionary = std::fs::read_to_string(dir.join("S_DEMO_csv-wide_dictionary.csv")).unwrap();
+    assert!(dictionary.contains(&format!("{},I_VITAL_WEIGHT,", wide[0][weight])), "{dictionary}");
+
+    // A site user's extract (the investigator at DEMO-A): their site only; a CRC may not extract.
+    let (code, _, err) = run(
+        &[
+            "extract",
+            "--study",
+            "S_DEMO",
+            "--format",
+            "tsv",
+            "--out",
+            dir.to_str().unwrap(),
+            "--as",
+            "demo_investigator",
+        ],
+        &target,
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let tsv = parse_table(&std::fs::read_to_string(dir.join("S_DEMO_tsv.tsv")).unwrap(), '\t');
+    assert!(tsv.len() > 1 && tsv.iter().skip(1).all(|r| r[2] == "S_DEMOA"), "{tsv:?}");
+    assert!(tsv.len() - 1 < wide.len() - 1, "the other site's participants are left out");
+    let (code, _, err) =
+        run(&["extract", "--study", "S_DEMO", "--out", dir.to_str().unwrap(), "--as", "demo_crc"], &target, None);
+    assert_eq!(code, 1);
+    assert!(err.contains("permission to extract"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+    target.drop_db().await;
+}
+
+#[tokio::test]
+async fn extract_tables_sqlite() {
+    extract_tables(Target::sqlite()).await;
+}
+
+#[tokio::test]
+async fn extract_tables_postgres() {
+    if let Some(t) = Target::postgres().await {
+        extract_tables(t).await;
+    }
+}

@@ -15,6 +15,7 @@ pub mod design;
 pub mod entry;
 mod error;
 pub mod export;
+pub mod extract;
 pub mod files;
 pub mod import;
 pub mod jobs;

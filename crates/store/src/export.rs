@@ -186,3 +186,48 @@ impl Store {
         Ok(rows.into_iter().map(|(m,)| m).collect())
     }
 }
+
+/// The highest occurrence of each event (`event OID`, repeat), and the highest row of each item
+/// group of each form of each event (`event OID`, `form OID`, `group OID`, row).
+pub type DataShape = (Vec<(String, i32)>, Vec<(String, String, String, i32)>);
+
+impl Store {
+    /// The shape of a study's data for a wide table: the highest occurrence of each event, and
+    /// the highest row of each item group of each form of each event, over the participants a
+    /// filter selects (removed records left out).
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn extract_shape(&self, f: &ExportFilter) -> Result<DataShape, StoreError> {
+        let sites: Vec<Option<i64>> = match &f.site_ids {
+            None => vec![None],
+            Some(ids) => ids.iter().copied().map(Some).collect(),
+        };
+        let mut events: std::collections::BTreeMap<String, i32> = std::collections::BTreeMap::new();
+        let mut groups: std::collections::BTreeMap<(String, String, String), i32> = std::collections::BTreeMap::new();
+        for site in sites {
+            let rows: Vec<(String, i32)> = on_db!(self.db(), p => sqlx::query_as(
+                "SELECT e.event_oid, MAX(e.repeat_key) FROM study_events e JOIN participants p ON p.id = e.participant_id \
+                 WHERE p.study_id = $1 AND ($2 IS NULL OR p.site_id = $2) AND e.removal = 'available' \
+                 AND p.status NOT IN ('removed', 'auto_removed') GROUP BY e.event_oid")
+                .bind(f.study_id).bind(site).fetch_all(p).await?);
+            for (e, n) in rows {
+                let m = events.entry(e).or_insert(0);
+                *m = (*m).max(n);
+            }
+            let rows: Vec<(String, String, String, i32)> = on_db!(self.db(), p => sqlx::query_as(
+                "SELECT e.event_oid, f.form_oid, d.group_oid, MAX(d.row_number) FROM item_data d \
+                 JOIN form_data f ON f.id = d.form_data_id JOIN study_events e ON e.id = f.study_event_id \
+                 JOIN participants p ON p.id = e.participant_id \
+                 WHERE p.study_id = $1 AND ($2 IS NULL OR p.site_id = $2) AND d.deleted = FALSE \
+                 AND f.removal = 'available' AND e.removal = 'available' \
+                 AND p.status NOT IN ('removed', 'auto_removed') GROUP BY e.event_oid, f.form_oid, d.group_oid")
+                .bind(f.study_id).bind(site).fetch_all(p).await?);
+            for (e, fo, g, n) in rows {
+                let m = groups.entry((e, fo, g)).or_insert(0);
+                *m = (*m).max(n);
+            }
+        }
+        Ok((events.into_iter().collect(), groups.into_iter().map(|((e, f, g), n)| (e, f, g, n)).collect()))
+    }
+}

@@ -1,0 +1,505 @@
+//! Extracts for analysis as tables, written to a directory: CSV **wide** (one row per
+//! participant, OpenClinica's column names `NAME_E<event>[_<repeat>]_C<form>[_<row>]`, reference
+//! `openclinica-data-model.md` §12.2), CSV **long** (one row per value) and tab-delimited wide,
+//! each with a data dictionary. The data are read a page of participants at a time, as the ODM
+//! export reads them, and written as they are read: memory holds one page and one row.
+//!
+//! What is in it: the participants the user may see (site users: their sites; removed records
+//! left out), every form of the design in Production but those hidden from a site user's site,
+//! every item of every version of a form (one column whatever the version), PHI items only when
+//! asked and allowed. Values are written as stored (canonical text, codes of code lists; the
+//! dictionary decodes them), a null flavour in its own column (long) or as the value (wide).
+//! Cells are quoted as RFC 4180 asks and otherwise left as they are: an analysis file must hold
+//! the data exactly, so no spreadsheet-formula guard is added.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use casebook_domain::design::{FormDef, ItemDef, StudyDesign};
+use casebook_domain::role::Permission;
+use casebook_store::capture::{FormDataRow, ItemDataRow, ParticipantRow, StudyEventRow};
+use casebook_store::export::ExportFilter;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::auth::Principal;
+use crate::error::anyhow_like::internal;
+use crate::{App, AppError};
+
+/// Participants read per page.
+const PAGE: i64 = 25;
+
+/// A tabular format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableFormat {
+    /// Comma-separated, one row per participant.
+    CsvWide,
+    /// Comma-separated, one row per value.
+    CsvLong,
+    /// Tab-delimited, one row per participant.
+    Tsv,
+}
+
+impl TableFormat {
+    /// The format by its name (`csv-wide`, `csv-long`, `tsv`).
+    ///
+    /// # Errors
+    /// [`AppError::Validation`] naming the formats there are.
+    pub fn parse(name: &str) -> Result<Self, AppError> {
+        match name.trim() {
+            "csv-wide" | "csv" => Ok(Self::CsvWide),
+            "csv-long" => Ok(Self::CsvLong),
+            "tsv" => Ok(Self::Tsv),
+            other => Err(AppError::invalid("format", format!("'{other}' is not csv-wide, csv-long or tsv"))),
+        }
+    }
+
+    /// The format's name.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::CsvWide => "csv-wide",
+            Self::CsvLong => "csv-long",
+            Self::Tsv => "tsv",
+        }
+    }
+
+    fn delimiter(self) -> char {
+        if self == Self::Tsv { '\t' } else { ',' }
+    }
+
+    fn extension(self) -> &'static str {
+        if self == Self::Tsv { "tsv" } else { "csv" }
+    }
+}
+
+/// One file an extract wrote.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ExtractedFile {
+    pub name: String,
+    pub bytes: u64,
+    /// Hex SHA-256 of the file.
+    pub sha256: String,
+}
+
+/// What an extract wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExtractOutcome {
+    pub format: &'static str,
+    pub participants: usize,
+    pub values: usize,
+    /// The data table, then the dictionary.
+    pub files: Vec<ExtractedFile>,
+    /// The PHI items left out (the user may not see them, or did not ask).
+    pub phi_left_out: Vec<String>,
+}
+
+/// A file being written, hashed and counted as it goes.
+struct HashedFile {
+    out: std::io::BufWriter<std::fs::File>,
+    hash: Sha256,
+    bytes: u64,
+    name: String,
+    delimiter: char,
+}
+
+impl HashedFile {
+    fn create(dir: &Path, name: String, delimiter: char) -> Result<Self, AppError> {
+        let path: PathBuf = dir.join(&name);
+        let file = std::fs::File::create(&path)
+            .map_err(|e| crate::error::anyhow_like::msg(format!("creating {}: {e}", path.display())))?;
+        Ok(Self { out: std::io::BufWriter::new(file), hash: Sha256::new(), bytes: 0, name, delimiter })
+    }
+
+    fn row<S: AsRef<str>>(&mut self, cells: &[S]) -> Result<(), AppError> {
+        let mut line = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i > 0 {
+                line.push(self.delimiter);
+            }
+            line.push_str(&quote(c.as_ref(), self.delimiter));
+        }
+        line.push_str("\r\n");
+        self.hash.update(line.as_bytes());
+        self.bytes += line.len() as u64;
+        self.out.write_all(line.as_bytes()).map_err(internal)
+    }
+
+    fn finish(mut self) -> Result<ExtractedFile, AppError> {
+        self.out.flush().map_err(internal)?;
+        Ok(ExtractedFile { name: self.name, bytes: self.bytes, sha256: hex::encode(self.hash.finalize()) })
+    }
+}
+
+/// A cell as RFC 4180 asks (quoted when it holds the delimiter, a quote or a line break).
+fn quote(s: &str, delimiter: char) -> String {
+    if s.contains(delimiter) || s.contains(['"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+/// The items of a form across its versions, in the order they first appear.
+fn form_items(form: &FormDef) -> Vec<&ItemDef> {
+    let mut out: Vec<&ItemDef> = Vec::new();
+    for v in &form.versions {
+        for i in &v.items {
+            if !out.iter().any(|x| x.oid == i.oid) {
+                out.push(i);
+            }
+        }
+    }
+    out
+}
+
+/// Whether an item's group repeats (in any version).
+fn repeating_group(form: &FormDef, group_oid: &str) -> bool {
+    form.versions.iter().flat_map(|v| v.groups.iter()).any(|g| g.oid.as_str() == group_oid && g.is_repeating())
+}
+
+/// Where a value goes in the wide table.
+type Slot = (String, i32, String, String, i32, String);
+
+/// The wide table's columns: the participant's, then per event occurrence its own and per form
+/// its own and its items'.
+struct Wide {
+    names: Vec<String>,
+    /// Item values by their place.
+    items: HashMap<Slot, usize>,
+    /// Event start and status by (event, repeat).
+    events: HashMap<(String, i32), (usize, usize)>,
+    /// Form version and status by (event, repeat, form).
+    forms: HashMap<(String, i32, String), (usize, usize)>,
+    /// Dictionary rows: column, event, form, item.
+    dictionary: Vec<(String, String, String, ItemDef)>,
+}
+
+const PARTICIPANT_COLUMNS: [&str; 8] =
+    ["SubjectID", "SubjectOID", "Site", "Status", "Sex", "DateOfBirth", "EnrolmentDate", "SecondaryID"];
+
+fn wide_columns(
+    design: &StudyDesign,
+    shape: &casebook_store::export::DataShape,
+    included: &dyn Fn(&str, &ItemDef) -> bool,
+) -> Wide {
+    let mut w = Wide {
+        names: PARTICIPANT_COLUMNS.iter().map(|s| (*s).to_owned()).collect(),
+        items: HashMap::new(),
+        events: HashMap::new(),
+        forms: HashMap::new(),
+        dictionary: Vec::new(),
+    };
+    for (e_pos, def) in design.events.iter().enumerate() {
+        let Some(&(_, max_repeat)) = shape.0.iter().find(|(e, _)| e == def.oid.as_str()) else { continue };
+        for repeat in 1..=max_repeat {
+            let se = if def.repeating { format!("E{}_{repeat}", e_pos + 1) } else { format!("E{}", e_pos + 1) };
+            w.events.insert((def.oid.to_string(), repeat), (w.names.len(), w.names.len() + 1));
+            w.names.push(format!("StartDate_{se}"));
+            w.names.push(format!("EventStatus_{se}"));
+            for (c_pos, ef) in def.forms.iter().enumerate() {
+                let Some(form) = design.form(ef.form_oid.as_str()) else { continue };
+                let sc = format!("{se}_C{}", c_pos + 1);
+                w.forms.insert((def.oid.to_string(), repeat, form.oid.to_string()), (w.names.len(), w.names.len() + 1));
+                w.names.push(format!("CRFVersion_{sc}"));
+                w.names.push(format!("CRFStatus_{sc}"));
+                for item in form_items(form) {
+                    if !included(form.oid.as_str(), item) {
+                        continue;
+                    }
+                    let rows = if repeating_group(form, item.group_oid.as_str()) {
+                        shape
+                            .1
+                            .iter()
+                            .find(|(e, f, g, _)| {
+                                e == def.oid.as_str() && f == form.oid.as_str() && g == item.group_oid.as_str()
+                            })
+                            .map_or(1, |x| x.3.max(1))
+                    } else {
+                        0
+                    };
+                    for row in if rows == 0 { 1..=1 } else { 1..=rows } {
+                        let name = if rows == 0 {
+                            format!("{}_{sc}", item.name.to_ascii_uppercase())
+                        } else {
+                            format!("{}_{sc}_{row}", item.name.to_ascii_uppercase())
+                        };
+                        w.items.insert(
+                            (
+                                def.oid.to_string(),
+                                repeat,
+                                form.oid.to_string(),
+                                item.group_oid.to_string(),
+                                row,
+                                item.oid.to_string(),
+                            ),
+                            w.names.len(),
+                        );
+                        w.dictionary.push((name.clone(), def.oid.to_string(), form.oid.to_string(), item.clone()));
+                        w.names.push(name);
+                    }
+                }
+            }
+        }
+    }
+    w
+}
+
+/// A dictionary row's decoded code list (`code=label; …`), from the newest version that has it.
+fn decode_list(form: Option<&FormDef>, item: &ItemDef) -> String {
+    let Some(list_oid) = &item.code_list else { return String::new() };
+    form.into_iter()
+        .flat_map(|f| f.versions.iter().rev())
+        .flat_map(|v| v.code_lists.iter())
+        .find(|c| &c.oid == list_oid)
+        .map(|c| c.items.iter().map(|i| format!("{}={}", i.value, i.label.text)).collect::<Vec<_>>().join("; "))
+        .unwrap_or_default()
+}
+
+impl App {
+    /// Writes a study's (or one site's) data as a table and its dictionary into `dir`.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] for an unknown or invisible study or site;
+    /// [`AppError::Forbidden`] without the extract permission; a failure writing the files.
+    #[allow(clippy::too_many_lines)]
+    pub async fn extract_tables(
+        &self,
+        who: &Principal,
+        study_or_site_oid: &str,
+        format: TableFormat,
+        include_phi: bool,
+        dir: &Path,
+    ) -> Result<ExtractOutcome, AppError> {
+        let (target, study) = self.study_or_site(study_or_site_oid).await?;
+        let (study, access) = self.study_with_access(who, &study.oid).await?;
+        let sites = self.store().sites_of(study.id).await?;
+        let may = Self::may(&access, &study, &study, Permission::Extract)
+            || sites.iter().any(|s| access.sees_site(s.id) && Self::may(&access, &study, s, Permission::Extract));
+        if !may {
+            return Err(AppError::Forbidden("extract data in this study"));
+        }
+        let site_ids: Option<Vec<i64>> = match (target.parent_id.is_some(), access.study_wide()) {
+            (true, _) if access.sees_site(target.id) => Some(vec![target.id]),
+            (true, _) => return Err(AppError::NotFound("study")),
+            (false, true) => None,
+            (false, false) => Some(access.site_roles.iter().map(|(s, _)| *s).collect()),
+        };
+        let site_user = !access.study_wide();
+        let phi_allowed = include_phi && access.can_study(Permission::ManageStudy);
+        let design = match self.production_design_opt(study.id).await? {
+            Some((_, d)) => d,
+            None => std::sync::Arc::new(StudyDesign::default()),
+        };
+        let filter = ExportFilter {
+            study_id: study.id,
+            site_ids,
+            participant_id: None,
+            changed_since: None,
+            include_removed: false,
+        };
+        let mut phi_left_out: Vec<String> = Vec::new();
+        for f in &design.forms {
+            for i in form_items(f) {
+                if i.phi && !phi_allowed && !phi_left_out.contains(&i.oid.to_string()) {
+                    phi_left_out.push(i.oid.to_string());
+                }
+            }
+        }
+        let included = |_form: &str, item: &ItemDef| !item.phi || phi_allowed;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| crate::error::anyhow_like::msg(format!("creating {}: {e}", dir.display())))?;
+        let base = format!("{}_{}", study.oid, format.name());
+        let mut data = HashedFile::create(dir, format!("{base}.{}", format.extension()), format.delimiter())?;
+        let mut dictionary =
+            HashedFile::create(dir, format!("{base}_dictionary.{}", format.extension()), format.delimiter())?;
+        let site_oid_of = |id: i64| sites.iter().find(|s| s.id == id).map_or(study.oid.clone(), |s| s.oid.clone());
+        let hidden = |p: &ParticipantRow, event_oid: &str, form_oid: &str| {
+            site_user
+                && design
+                    .event(event_oid)
+                    .and_then(|d| d.forms.iter().find(|x| x.form_oid.as_str() == form_oid))
+                    .is_some_and(|x| x.hidden_at(Some(&site_oid_of(p.site_id))))
+        };
+
+        let wide = if format == TableFormat::CsvLong {
+            None
+        } else {
+            let shape = self.store().extract_shape(&filter).await?;
+            Some(wide_columns(&design, &shape, &included))
+        };
+        match &wide {
+            Some(w) => {
+                data.row(&w.names)?;
+                dictionary.row(&[
+                    "Column", "ItemOID", "ItemName", "Question", "DataType", "Units", "CodeList", "EventOID",
+                    "FormOID", "PHI",
+                ])?;
+                for (column, event, form, item) in &w.dictionary {
+                    let list = decode_list(design.form(form), item);
+                    dictionary.row(&[
+                        column.as_str(),
+                        item.oid.as_str(),
+                        &item.name,
+                        &item.label.text,
+                        &format!("{:?}", item.data_type),
+                        item.units.as_deref().unwrap_or(""),
+                        &list,
+                        event,
+                        form,
+                        if item.phi { "Yes" } else { "No" },
+                    ])?;
+                }
+            }
+            None => {
+                data.row(&[
+                    "SubjectID",
+                    "SubjectOID",
+                    "Site",
+                    "EventOID",
+                    "EventRepeat",
+                    "FormOID",
+                    "FormVersion",
+                    "FormStatus",
+                    "ItemGroupOID",
+                    "ItemGroupRepeat",
+                    "ItemOID",
+                    "ItemName",
+                    "Value",
+                    "NullFlavour",
+                ])?;
+                dictionary
+                    .row(&["ItemOID", "ItemName", "Question", "DataType", "Units", "CodeList", "FormOID", "PHI"])?;
+                for form in &design.forms {
+                    for item in form_items(form).into_iter().filter(|i| included(form.oid.as_str(), i)) {
+                        dictionary.row(&[
+                            item.oid.as_str(),
+                            &item.name,
+                            &item.label.text,
+                            &format!("{:?}", item.data_type),
+                            item.units.as_deref().unwrap_or(""),
+                            &decode_list(Some(form), item),
+                            form.oid.as_str(),
+                            if item.phi { "Yes" } else { "No" },
+                        ])?;
+                    }
+                }
+            }
+        }
+
+        let mut outcome =
+            ExtractOutcome { format: format.name(), participants: 0, values: 0, files: Vec::new(), phi_left_out };
+        let mut after = 0;
+        loop {
+            let page = self.store().export_participants(&filter, after, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            let ids: Vec<i64> = page.iter().map(|p| p.id).collect();
+            let mut events: Vec<StudyEventRow> = self.store().export_events(&ids).await?;
+            events.retain(|e| e.removal == "available");
+            let event_ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+            let mut forms: Vec<FormDataRow> = self.store().export_forms(&event_ids).await?;
+            forms.retain(|f| f.removal == "available");
+            let form_ids: Vec<i64> = forms.iter().map(|f| f.id).collect();
+            let values: Vec<ItemDataRow> = self.store().export_values(&form_ids).await?;
+            for p in &page {
+                outcome.participants += 1;
+                let site = site_oid_of(p.site_id);
+                let mut row: Vec<String> =
+                    wide.as_ref().map(|w| vec![String::new(); w.names.len()]).unwrap_or_default();
+                if wide.is_some() {
+                    let fixed = [
+                        p.label.clone(),
+                        p.oid.clone(),
+                        site.clone(),
+                        p.status.clone(),
+                        p.sex.clone().unwrap_or_default(),
+                        p.date_of_birth.clone().unwrap_or_default(),
+                        p.enrolled_on.clone(),
+                        p.secondary_label.clone().unwrap_or_default(),
+                    ];
+                    for (i, v) in fixed.into_iter().enumerate() {
+                        row[i] = v;
+                    }
+                }
+                for e in events.iter().filter(|e| e.participant_id == p.id) {
+                    if let Some((start, status)) =
+                        wide.as_ref().and_then(|w| w.events.get(&(e.event_oid.clone(), e.repeat_key)))
+                    {
+                        row[*start] = e.start_at.map(|t| t.date().to_string()).unwrap_or_default();
+                        row[*status] = e.status.clone();
+                    }
+                    for f in forms.iter().filter(|f| f.study_event_id == e.id && !hidden(p, &e.event_oid, &f.form_oid))
+                    {
+                        let version_label = design
+                            .form_version(&f.form_version_oid)
+                            .map_or(f.form_version_oid.clone(), |(_, v)| v.label.clone());
+                        if let Some((v, s)) = wide
+                            .as_ref()
+                            .and_then(|w| w.forms.get(&(e.event_oid.clone(), e.repeat_key, f.form_oid.clone())))
+                        {
+                            row[*v] = version_label.clone();
+                            row[*s] = f.status.clone();
+                        }
+                        let Some(form_def) = design.form(&f.form_oid) else { continue };
+                        let items = form_items(form_def);
+                        let item_def = |oid: &str| items.iter().copied().find(|i| i.oid.as_str() == oid);
+                        let start = values.partition_point(|v| v.form_data_id < f.id);
+                        let end = values.partition_point(|v| v.form_data_id <= f.id);
+                        for v in &values[start..end] {
+                            let Some(def) = item_def(&v.item_oid) else { continue };
+                            if !included(&f.form_oid, def) {
+                                continue;
+                            }
+                            let shown = v.value.clone().or_else(|| v.null_flavour.clone()).unwrap_or_default();
+                            match &wide {
+                                Some(w) => {
+                                    let row_key =
+                                        if repeating_group(form_def, &v.group_oid) { v.row_number } else { 1 };
+                                    let key = (
+                                        e.event_oid.clone(),
+                                        e.repeat_key,
+                                        f.form_oid.clone(),
+                                        v.group_oid.clone(),
+                                        row_key,
+                                        v.item_oid.clone(),
+                                    );
+                                    if let Some(i) = w.items.get(&key) {
+                                        row[*i] = shown;
+                                        outcome.values += 1;
+                                    }
+                                }
+                                None => {
+                                    data.row(&[
+                                        p.label.as_str(),
+                                        &p.oid,
+                                        &site,
+                                        &e.event_oid,
+                                        &e.repeat_key.to_string(),
+                                        &f.form_oid,
+                                        &version_label,
+                                        &f.status,
+                                        &v.group_oid,
+                                        &v.row_number.to_string(),
+                                        &v.item_oid,
+                                        &def.name,
+                                        v.value.as_deref().unwrap_or(""),
+                                        v.null_flavour.as_deref().unwrap_or(""),
+                                    ])?;
+                                    outcome.values += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+                if wide.is_some() {
+                    data.row(&row)?;
+                }
+            }
+        }
+        outcome.files.push(data.finish()?);
+        outcome.files.push(dictionary.finish()?);
+        Ok(outcome)
+    }
+}
