@@ -367,7 +367,7 @@ async fn open(settings: &config::Settings) -> Result<App> {
         .with_context(|| format!("connecting to the database {}", config::redact(&url)))?;
     db.migrate().await.context("applying database migrations")?;
     let store = Store::new(db, Arc::new(SystemClock));
-    Ok(App::new(store, settings.security.clone()))
+    Ok(App::new(store, settings.security.clone()).with_extracts(settings.server.data_dir.join("extracts"), 2))
 }
 
 fn app_error(e: casebook_app::AppError) -> anyhow::Error {
@@ -856,6 +856,10 @@ async fn serve(settings: config::Settings, demo: bool) -> Result<()> {
     let interrupted = app.fail_interrupted_jobs().await.map_err(app_error)?;
     if interrupted > 0 {
         tracing::warn!(jobs = interrupted, "import jobs interrupted by the last stop were marked failed");
+    }
+    let (failed, resumed) = app.resume_extracts().await.map_err(app_error)?;
+    if failed + u64::try_from(resumed).unwrap_or(0) > 0 {
+        tracing::warn!(failed, resumed, "extract runs: interrupted ones marked failed, queued ones started again");
     }
     let listener = tokio::net::TcpListener::bind(&settings.server.bind)
         .await

@@ -263,7 +263,6 @@ impl App {
     /// # Errors
     /// [`AppError::NotFound`] for an unknown or invisible study or site;
     /// [`AppError::Forbidden`] without the extract permission; a failure writing the files.
-    #[allow(clippy::too_many_lines)]
     pub async fn extract_tables(
         &self,
         who: &Principal,
@@ -271,6 +270,20 @@ impl App {
         format: TableFormat,
         include_phi: bool,
         dir: &Path,
+    ) -> Result<ExtractOutcome, AppError> {
+        self.extract_tables_for(who, study_or_site_oid, format, include_phi, dir, None).await
+    }
+
+    /// [`Self::extract_tables`], recording the participants written in run `run` after each page.
+    #[allow(clippy::too_many_lines)]
+    async fn extract_tables_for(
+        &self,
+        who: &Principal,
+        study_or_site_oid: &str,
+        format: TableFormat,
+        include_phi: bool,
+        dir: &Path,
+        run: Option<&str>,
     ) -> Result<ExtractOutcome, AppError> {
         let (target, study) = self.study_or_site(study_or_site_oid).await?;
         let (study, access) = self.study_with_access(who, &study.oid).await?;
@@ -497,9 +510,256 @@ impl App {
                     data.row(&row)?;
                 }
             }
+            if let Some(id) = run {
+                self.store().extract_progress(id, i32::try_from(outcome.participants).unwrap_or(i32::MAX)).await?;
+            }
         }
         outcome.files.push(data.finish()?);
         outcome.files.push(dictionary.finish()?);
         Ok(outcome)
+    }
+}
+
+/// Where extract runs keep their files and how many run at once.
+#[derive(Debug)]
+pub struct ExtractSettings {
+    dir: PathBuf,
+    slots: tokio::sync::Semaphore,
+}
+
+impl ExtractSettings {
+    #[must_use]
+    pub fn new(dir: PathBuf, concurrent: usize) -> Self {
+        Self { dir, slots: tokio::sync::Semaphore::new(concurrent.max(1)) }
+    }
+}
+
+/// An extract run as clients see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExtractRunView {
+    pub id: String,
+    pub study_oid: String,
+    /// The study's or a site's OID.
+    pub scope: String,
+    pub format: String,
+    pub include_phi: bool,
+    /// `queued`, `running`, `completed`, `failed` or `cancelled`.
+    pub status: String,
+    /// Participants written so far, of `total`.
+    pub participants: i32,
+    pub total: Option<i32>,
+    pub files: Vec<ExtractedFile>,
+    /// The design version in Production when it ran.
+    pub design_version: Option<i32>,
+    /// The data as of this time.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub cutoff_at: Option<time::OffsetDateTime>,
+    pub error: Option<String>,
+    pub created_by: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: time::OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<time::OffsetDateTime>,
+}
+
+fn files_of(json: Option<&str>) -> Vec<ExtractedFile> {
+    #[derive(serde::Deserialize)]
+    struct F {
+        name: String,
+        bytes: u64,
+        sha256: String,
+    }
+    json.and_then(|j| serde_json::from_str::<Vec<F>>(j).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|f| ExtractedFile { name: f.name, bytes: f.bytes, sha256: f.sha256 })
+        .collect()
+}
+
+impl App {
+    /// Queues an extract of a study or site in a format; it runs in the background as soon as a
+    /// slot is free. Answers the run at once.
+    ///
+    /// # Errors
+    /// As [`Self::extract_tables`]'s permission checks; [`AppError::Validation`] for an unknown
+    /// format.
+    pub async fn start_extract(
+        &self,
+        who: &Principal,
+        study_or_site_oid: &str,
+        format: &str,
+        include_phi: bool,
+    ) -> Result<ExtractRunView, AppError> {
+        let format = TableFormat::parse(format)?;
+        let (target, study) = self.study_or_site(study_or_site_oid).await?;
+        let (study, access) = self.study_with_access(who, &study.oid).await?;
+        let sites = self.store().sites_of(study.id).await?;
+        let may = Self::may(&access, &study, &study, Permission::Extract)
+            || sites.iter().any(|s| access.sees_site(s.id) && Self::may(&access, &study, s, Permission::Extract));
+        if !may {
+            return Err(AppError::Forbidden("extract data in this study"));
+        }
+        if target.parent_id.is_some() && !access.sees_site(target.id) {
+            return Err(AppError::NotFound("study"));
+        }
+        let id = crate::jobs::uuid_v4();
+        self.store()
+            .insert_extract_run(&casebook_store::extracts::NewExtractRun {
+                id: &id,
+                study_id: study.id,
+                scope_oid: &target.oid,
+                format: format.name(),
+                include_phi,
+                created_by: Some(who.user_id),
+            })
+            .await?;
+        self.spawn_extract(who.clone(), id.clone());
+        self.extract_run(Some(who), &id).await
+    }
+
+    /// Runs a queued extract in the background when a slot is free.
+    fn spawn_extract(&self, who: Principal, id: String) {
+        let app = self.clone();
+        tokio::spawn(async move {
+            let Ok(_slot) = app.extracts.slots.acquire().await else { return };
+            if let Err(e) = app.run_extract(&who, &id).await {
+                tracing::warn!(run = %id, error = %e, "an extract run failed");
+                if let Err(e) = app.store().finish_extract_run(&id, "failed", None, Some(&e.to_string())).await {
+                    tracing::error!(run = %id, error = %e, "recording a failed extract run failed");
+                }
+            }
+        });
+    }
+
+    async fn run_extract(&self, who: &Principal, id: &str) -> Result<(), AppError> {
+        let row = self.store().extract_run(id).await?.ok_or(AppError::NotFound("extract run"))?;
+        let format = TableFormat::parse(&row.format)?;
+        let (target, study) = self.study_or_site(&row.scope_oid).await?;
+        let (_, access) = self.study_with_access(who, &study.oid).await?;
+        let site_ids: Option<Vec<i64>> = match (target.parent_id.is_some(), access.study_wide()) {
+            (true, _) => Some(vec![target.id]),
+            (false, true) => None,
+            (false, false) => Some(access.site_roles.iter().map(|(s, _)| *s).collect()),
+        };
+        let total = self.store().count_extract_participants(study.id, site_ids.as_deref()).await?;
+        let design = self.production_design_opt(study.id).await?.map(|(n, _)| n);
+        let cutoff = self.store().clock().now();
+        if !self.store().start_extract_run(id, cutoff, design, i32::try_from(total).unwrap_or(i32::MAX)).await? {
+            return Ok(()); // cancelled while queued
+        }
+        let dir = self.extracts.dir.join(id);
+        let outcome = self.extract_tables_for(who, &row.scope_oid, format, row.include_phi, &dir, Some(id)).await?;
+        self.store().extract_progress(id, i32::try_from(outcome.participants).unwrap_or(i32::MAX)).await?;
+        let files = serde_json::to_string(&outcome.files).map_err(internal)?;
+        self.store().finish_extract_run(id, "completed", Some(&files), None).await?;
+        Ok(())
+    }
+
+    /// A run, if the user may see it: study-level users see the study's runs, site-level users
+    /// the runs they started (their data are their sites').
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] for an unknown or invisible run.
+    pub async fn extract_run(&self, who: Option<&Principal>, id: &str) -> Result<ExtractRunView, AppError> {
+        let row = self.store().extract_run(id).await?.ok_or(AppError::NotFound("extract run"))?;
+        let study = self.store().study_by_id(row.study_id).await?.ok_or(AppError::NotFound("extract run"))?;
+        if let Some(who) = who {
+            let (_, access) =
+                self.study_with_access(who, &study.oid).await.map_err(|_| AppError::NotFound("extract run"))?;
+            if !access.study_wide() && row.created_by != Some(who.user_id) {
+                return Err(AppError::NotFound("extract run"));
+            }
+        }
+        Ok(ExtractRunView {
+            id: row.id,
+            study_oid: study.oid,
+            scope: row.scope_oid,
+            format: row.format,
+            include_phi: row.include_phi,
+            status: row.status,
+            participants: row.participants,
+            total: row.total,
+            files: files_of(row.files.as_deref()),
+            design_version: row.design_version,
+            cutoff_at: row.cutoff_at,
+            error: row.error,
+            created_by: row.created_by_username,
+            created_at: row.created_at,
+            finished_at: row.finished_at,
+        })
+    }
+
+    /// A study's runs the user may see, newest first: the archive.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] for an invisible study.
+    pub async fn extract_runs(&self, who: &Principal, study_oid: &str) -> Result<Vec<ExtractRunView>, AppError> {
+        let (study, access) = self.study_with_access(who, study_oid).await?;
+        let mut out = Vec::new();
+        for row in self.store().extract_runs_of(study.id).await? {
+            if access.study_wide() || row.created_by == Some(who.user_id) {
+                out.push(self.extract_run(None, &row.id).await?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Cancels a queued run (a running one finishes).
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`]; [`AppError::InvalidTransition`] for a run not queued.
+    pub async fn cancel_extract(&self, who: &Principal, id: &str) -> Result<ExtractRunView, AppError> {
+        let run = self.extract_run(Some(who), id).await?;
+        if !self.store().cancel_queued_extract(id).await? {
+            return Err(AppError::InvalidTransition(format!("the run is {}, not queued", run.status)));
+        }
+        self.extract_run(Some(who), id).await
+    }
+
+    /// Runs an extract again with the same settings (a new run; the old one stays archived).
+    ///
+    /// # Errors
+    /// As [`Self::start_extract`].
+    pub async fn retry_extract(&self, who: &Principal, id: &str) -> Result<ExtractRunView, AppError> {
+        let run = self.extract_run(Some(who), id).await?;
+        self.start_extract(who, &run.scope, &run.format, run.include_phi).await
+    }
+
+    /// The path of one file of a completed run, if the user may see the run and the file is one
+    /// of the run's (no other path can be named).
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`].
+    pub async fn extract_file(&self, who: &Principal, id: &str, name: &str) -> Result<PathBuf, AppError> {
+        let run = self.extract_run(Some(who), id).await?;
+        let file = run.files.iter().find(|f| f.name == name).ok_or(AppError::NotFound("extract file"))?;
+        Ok(self.extracts.dir.join(&run.id).join(&file.name))
+    }
+
+    /// At start-up: runs a stopped server left running are marked failed; queued runs are
+    /// started again (as the users who queued them). Returns (failed, resumed).
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn resume_extracts(&self) -> Result<(u64, usize), AppError> {
+        let failed =
+            self.store().fail_interrupted_extracts("interrupted: the server stopped while it ran; retry it").await?;
+        let queued = self.store().queued_extract_runs().await?;
+        let mut resumed = 0;
+        for row in queued {
+            let Some(user) = row.created_by_username.clone() else { continue };
+            match self.cli_principal(Some(&user)).await {
+                Ok(who) => {
+                    self.spawn_extract(who, row.id.clone());
+                    resumed += 1;
+                }
+                Err(e) => {
+                    self.store()
+                        .finish_extract_run(&row.id, "failed", None, Some(&format!("its user cannot run it now: {e}")))
+                        .await?;
+                }
+            }
+        }
+        Ok((failed, resumed))
     }
 }

@@ -115,6 +115,8 @@ pub struct App {
     designs: Arc<std::sync::Mutex<DesignCache>>,
     /// The progress of the import jobs this server runs.
     jobs: Arc<std::sync::Mutex<jobs::RunningJobs>>,
+    /// Where extract runs keep their files, and how many run at once.
+    extracts: Arc<extract::ExtractSettings>,
 }
 
 /// Parsed designs by (study id, version number).
@@ -132,7 +134,16 @@ impl App {
             dummy_hash: Arc::default(),
             designs: Arc::default(),
             jobs: Arc::default(),
+            extracts: Arc::new(extract::ExtractSettings::new(std::env::temp_dir().join("casebook-extracts"), 2)),
         }
+    }
+
+    /// Extract runs keep their files under `dir` (one folder per run); at most `concurrent`
+    /// run at once, the others wait in the queue.
+    #[must_use]
+    pub fn with_extracts(mut self, dir: std::path::PathBuf, concurrent: usize) -> Self {
+        self.extracts = Arc::new(extract::ExtractSettings::new(dir, concurrent));
+        self
     }
 
     #[must_use]

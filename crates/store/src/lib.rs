@@ -15,6 +15,7 @@ pub mod baseline;
 pub mod capture;
 pub mod designs;
 pub mod export;
+pub mod extracts;
 pub mod files;
 pub mod jobs;
 pub mod matrix;

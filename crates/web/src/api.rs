@@ -65,6 +65,7 @@ pub fn routes() -> Router<AppState> {
         .merge(crate::rules_api::routes())
         .merge(crate::clinical_api::routes())
         .merge(crate::jobs_api::routes())
+        .merge(crate::extracts_api::routes())
 }
 
 #[derive(Deserialize)]

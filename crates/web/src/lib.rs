@@ -12,6 +12,7 @@ mod clinical_api;
 mod design_api;
 mod docs;
 pub mod error;
+mod extracts_api;
 mod html;
 mod jobs_api;
 mod matrix_api;

@@ -14,6 +14,7 @@ mod capture;
 mod clinical;
 mod design;
 mod entry;
+mod extracts;
 mod matrix;
 mod notes;
 mod oc_metadata;

@@ -1,0 +1,146 @@
+//! Extract runs over the API, on SQLite and PostgreSQL: queued, run in the background with their
+//! progress, archived with each file's size and SHA-256, downloadable by who may see the data;
+//! site users get their sites; roles without the extract permission are refused.
+
+use crate::{TestApp, both};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+async fn wait(t: &TestApp, key: &str, id: &str) -> Value {
+    for _ in 0..400 {
+        let (s, run) = t.get(key, &format!("/api/v1/extracts/{id}")).await;
+        assert_eq!(s, StatusCode::OK, "{run}");
+        if run["status"] != "queued" && run["status"] != "running" {
+            return run;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("extract run {id} did not finish");
+}
+
+both!(extract_runs_are_archived_and_downloadable_by_who_may_see_the_data, runs_t);
+async fn runs_t(t: TestApp) {
+    let crc = t.key("demo_crc").await;
+    let dm = t.key("demo_dm").await;
+    let inv = t.key("demo_investigator").await;
+    // Data at both sites.
+    for (user, site) in [("demo_crc", "S_DEMOA"), ("demo_crc_b", "S_DEMOB")] {
+        let key = t.key(user).await;
+        let (s, p) = t
+            .post(
+                &key,
+                "/api/v1/studies/S_DEMO/participants",
+                json!({"site": site, "sex": "f", "date_of_birth": "1980-05-05", "enrolled_on": "2026-01-10"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{p}");
+        let label = p["label"].as_str().unwrap().to_owned();
+        let (s, e) = t
+            .post(&key, &format!("/api/v1/studies/S_DEMO/participants/{label}/events"), json!({"event": "SE_BASELINE"}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{e}");
+        let path = format!("/api/v1/studies/S_DEMO/participants/{label}/events/SE_BASELINE/1/forms/F_VITAL_SIGNS");
+        let (s, f) = t
+            .send(
+                &key,
+                reqwest::Method::PUT,
+                &path,
+                json!({"values": [{"item": "weight", "value": if site == "S_DEMOA" { "61.5" } else { "92" }}]}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{f}");
+    }
+
+    // A data manager's long extract of the study.
+    let (s, run) = t.post(&dm, "/api/v1/studies/S_DEMO/extracts", json!({"format": "csv-long"})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{run}");
+    assert!(run["status"] == "queued" || run["status"] == "running" || run["status"] == "completed", "{run}");
+    let id = run["id"].as_str().unwrap().to_owned();
+    let done = wait(&t, &dm, &id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!((done["participants"].as_i64(), done["total"].as_i64()), (Some(2), Some(2)), "{done}");
+    assert!(done["cutoff_at"].is_string() && done["design_version"].is_i64(), "{done}");
+    let files = done["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2, "{done}");
+    assert_eq!(files[0]["name"], "S_DEMO_csv-long.csv");
+    assert_eq!(files[0]["sha256"].as_str().unwrap().len(), 64);
+    let r = crate::client()
+        .get(t.url(&format!("/api/v1/extracts/{id}/files/S_DEMO_csv-long.csv")))
+        .bearer_auth(&dm)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    let body = r.text().await.unwrap();
+    assert_eq!(body.len() as u64, files[0]["bytes"].as_u64().unwrap());
+    assert!(body.contains(",61.5,") && body.contains(",92,"), "{body}");
+    // No other path can be named.
+    let (s, _) = t.get(&dm, &format!("/api/v1/extracts/{id}/files/..%2F..%2Fcasebook.db")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // The investigator at DEMO-A: their site only; they do not see the data manager's run.
+    let (s, run) = t.post(&inv, "/api/v1/studies/S_DEMO/extracts", json!({"format": "csv-wide"})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{run}");
+    let mine = wait(&t, &inv, run["id"].as_str().unwrap()).await;
+    assert_eq!((mine["status"].as_str(), mine["participants"].as_i64()), (Some("completed"), Some(1)), "{mine}");
+    let r = crate::client()
+        .get(t.url(&format!("/api/v1/extracts/{}/files/S_DEMO_csv-wide.csv", mine["id"].as_str().unwrap())))
+        .bearer_auth(&inv)
+        .send()
+        .await
+        .unwrap();
+    let body = r.text().await.unwrap();
+    assert!(body.contains("61.5") && !body.contains(",92"), "{body}");
+    let (s, _) = t.get(&inv, &format!("/api/v1/extracts/{id}")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, list) = t.get(&inv, "/api/v1/studies/S_DEMO/extracts").await;
+    assert_eq!(list["runs"].as_array().unwrap().len(), 1, "{list}");
+    let (_, list) = t.get(&dm, "/api/v1/studies/S_DEMO/extracts").await;
+    assert_eq!(list["runs"].as_array().unwrap().len(), 2, "{list}");
+
+    // Retry makes a new run; a finished run cannot be cancelled; a CRC may not extract.
+    let (s, again) = t.post(&dm, &format!("/api/v1/extracts/{id}/retry"), json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{again}");
+    assert_ne!(again["id"], id.as_str());
+    assert_eq!(wait(&t, &dm, again["id"].as_str().unwrap()).await["status"], "completed");
+    let (s, _) = t.post(&dm, &format!("/api/v1/extracts/{id}/cancel"), json!({})).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, e) = t.post(&crc, "/api/v1/studies/S_DEMO/extracts", json!({"format": "csv-long"})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
+    let (s, e) = t.post(&dm, "/api/v1/studies/S_DEMO/extracts", json!({"format": "sav"})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+}
+
+// A run left running by a stopped server is marked failed when one starts; a queued one runs.
+both!(extract_runs_survive_a_restart, restart_t);
+async fn restart_t(t: TestApp) {
+    let study = t.app.store().study_by_oid("S_DEMO").await.unwrap().unwrap();
+    let dm = t.app.store().user_by_username("demo_dm").await.unwrap().unwrap();
+    for (id, status) in
+        [("00000000-0000-4000-8000-0000000000a1", "running"), ("00000000-0000-4000-8000-0000000000a2", "queued")]
+    {
+        t.app
+            .store()
+            .insert_extract_run(&casebook_store::extracts::NewExtractRun {
+                id,
+                study_id: study.id,
+                scope_oid: "S_DEMO",
+                format: "csv-long",
+                include_phi: false,
+                created_by: Some(dm.id),
+            })
+            .await
+            .unwrap();
+        if status == "running" {
+            assert!(t.app.store().start_extract_run(id, t.app.store().clock().now(), None, 0).await.unwrap());
+        }
+    }
+    let (failed, resumed) = t.app.resume_extracts().await.unwrap();
+    assert_eq!((failed, resumed), (1, 1));
+    let key = t.key("demo_dm").await;
+    let (_, run) = t.get(&key, "/api/v1/extracts/00000000-0000-4000-8000-0000000000a1").await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(run["error"].as_str().unwrap().contains("interrupted"), "{run}");
+    assert_eq!(wait(&t, &key, "00000000-0000-4000-8000-0000000000a2").await["status"], "completed");
+}
