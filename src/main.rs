@@ -119,6 +119,9 @@ enum Command {
         /// Include items marked PHI (data managers and study directors only).
         #[arg(long)]
         include_phi: bool,
+        /// A saved dataset (its newest version) instead of every item.
+        #[arg(long)]
+        dataset: Option<String>,
         /// Act as this user (default: the first active technical administrator).
         #[arg(long = "as")]
         as_user: Option<String>,
@@ -525,12 +528,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 count.participants, count.events, count.forms, count.values
             );
         }
-        Command::Extract { study, format, out, include_phi, as_user, db } => {
+        Command::Extract { study, format, out, include_phi, dataset, as_user, db } => {
             let settings = load(&db, None)?;
             let app = open(&settings).await?;
             let who = app.cli_principal(as_user.as_deref()).await.map_err(app_error)?;
             let format = casebook_app::extract::TableFormat::parse(&format).map_err(app_error)?;
-            let outcome = app.extract_tables(&who, &study, format, include_phi, &out).await.map_err(app_error)?;
+            let mut selection = match &dataset {
+                Some(name) => app.dataset(&who, &study, name).await.map_err(app_error)?.definition,
+                None => casebook_app::extract::DatasetDefinition::default(),
+            };
+            selection.include_phi |= include_phi;
+            let outcome = app.extract_tables(&who, &study, format, &selection, &out).await.map_err(app_error)?;
             for f in &outcome.files {
                 println!("{}  {} bytes  sha256 {}", out.join(&f.name).display(), f.bytes, f.sha256);
             }

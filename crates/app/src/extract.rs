@@ -74,6 +74,49 @@ impl TableFormat {
     }
 }
 
+/// Which forms an extract takes by their status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FormStatusFilter {
+    /// Complete forms only.
+    Complete,
+    /// Forms not complete only.
+    NotComplete,
+    /// Both.
+    #[default]
+    Both,
+}
+
+/// A dataset definition: what an extract holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetDefinition {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Event OIDs; empty: every event.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// Item OIDs; empty: every item.
+    #[serde(default)]
+    pub items: Vec<String>,
+    #[serde(default)]
+    pub form_status: FormStatusFilter,
+    /// Items marked PHI too (for users allowed to see them).
+    #[serde(default)]
+    pub include_phi: bool,
+}
+
+/// A saved dataset version as clients see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DatasetView {
+    pub name: String,
+    pub version: i32,
+    pub definition: DatasetDefinition,
+    pub created_by: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: time::OffsetDateTime,
+}
+
 /// One file an extract wrote.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ExtractedFile {
@@ -268,10 +311,10 @@ impl App {
         who: &Principal,
         study_or_site_oid: &str,
         format: TableFormat,
-        include_phi: bool,
+        selection: &DatasetDefinition,
         dir: &Path,
     ) -> Result<ExtractOutcome, AppError> {
-        self.extract_tables_for(who, study_or_site_oid, format, include_phi, dir, None).await
+        self.extract_tables_for(who, study_or_site_oid, format, selection, dir, None).await
     }
 
     /// [`Self::extract_tables`], recording the participants written in run `run` after each page.
@@ -281,10 +324,17 @@ impl App {
         who: &Principal,
         study_or_site_oid: &str,
         format: TableFormat,
-        include_phi: bool,
+        selection: &DatasetDefinition,
         dir: &Path,
         run: Option<&str>,
     ) -> Result<ExtractOutcome, AppError> {
+        let include_phi = selection.include_phi;
+        let event_selected = |e: &str| selection.events.is_empty() || selection.events.iter().any(|x| x == e);
+        let status_selected = |status: &str| match selection.form_status {
+            FormStatusFilter::Both => true,
+            FormStatusFilter::Complete => status == "complete",
+            FormStatusFilter::NotComplete => status != "complete",
+        };
         let (target, study) = self.study_or_site(study_or_site_oid).await?;
         let (study, access) = self.study_with_access(who, &study.oid).await?;
         let sites = self.store().sites_of(study.id).await?;
@@ -320,7 +370,10 @@ impl App {
                 }
             }
         }
-        let included = |_form: &str, item: &ItemDef| !item.phi || phi_allowed;
+        let included = |_form: &str, item: &ItemDef| {
+            (!item.phi || phi_allowed)
+                && (selection.items.is_empty() || selection.items.iter().any(|x| x == item.oid.as_str()))
+        };
         std::fs::create_dir_all(dir)
             .map_err(|e| crate::error::anyhow_like::msg(format!("creating {}: {e}", dir.display())))?;
         let base = format!("{}_{}", study.oid, format.name());
@@ -339,7 +392,8 @@ impl App {
         let wide = if format == TableFormat::CsvLong {
             None
         } else {
-            let shape = self.store().extract_shape(&filter).await?;
+            let mut shape = self.store().extract_shape(&filter).await?;
+            shape.0.retain(|(e, _)| event_selected(e));
             Some(wide_columns(&design, &shape, &included))
         };
         match &wide {
@@ -436,15 +490,16 @@ impl App {
                         row[i] = v;
                     }
                 }
-                for e in events.iter().filter(|e| e.participant_id == p.id) {
+                for e in events.iter().filter(|e| e.participant_id == p.id && event_selected(&e.event_oid)) {
                     if let Some((start, status)) =
                         wide.as_ref().and_then(|w| w.events.get(&(e.event_oid.clone(), e.repeat_key)))
                     {
                         row[*start] = e.start_at.map(|t| t.date().to_string()).unwrap_or_default();
                         row[*status] = e.status.clone();
                     }
-                    for f in forms.iter().filter(|f| f.study_event_id == e.id && !hidden(p, &e.event_oid, &f.form_oid))
-                    {
+                    for f in forms.iter().filter(|f| {
+                        f.study_event_id == e.id && !hidden(p, &e.event_oid, &f.form_oid) && status_selected(&f.status)
+                    }) {
                         let version_label = design
                             .form_version(&f.form_version_oid)
                             .map_or(f.form_version_oid.clone(), |(_, v)| v.label.clone());
@@ -543,6 +598,9 @@ pub struct ExtractRunView {
     pub scope: String,
     pub format: String,
     pub include_phi: bool,
+    /// The dataset and version it extracts (`None`: every item).
+    pub dataset: Option<String>,
+    pub dataset_version: Option<i32>,
     /// `queued`, `running`, `completed`, `failed` or `cancelled`.
     pub status: String,
     /// Participants written so far, of `total`.
@@ -589,6 +647,7 @@ impl App {
         study_or_site_oid: &str,
         format: &str,
         include_phi: bool,
+        dataset: Option<&str>,
     ) -> Result<ExtractRunView, AppError> {
         let format = TableFormat::parse(format)?;
         let (target, study) = self.study_or_site(study_or_site_oid).await?;
@@ -602,9 +661,14 @@ impl App {
         if target.parent_id.is_some() && !access.sees_site(target.id) {
             return Err(AppError::NotFound("study"));
         }
+        let dataset = match dataset.map(str::trim).filter(|d| !d.is_empty()) {
+            Some(name) => Some(self.store().dataset(study.id, name).await?.ok_or(AppError::NotFound("dataset"))?),
+            None => None,
+        };
         let id = crate::jobs::uuid_v4();
         self.store()
             .insert_extract_run(&casebook_store::extracts::NewExtractRun {
+                dataset: dataset.as_ref().map(|d| (d.name.as_str(), d.version)),
                 id: &id,
                 study_id: study.id,
                 scope_oid: &target.oid,
@@ -647,8 +711,20 @@ impl App {
         if !self.store().start_extract_run(id, cutoff, design, i32::try_from(total).unwrap_or(i32::MAX)).await? {
             return Ok(()); // cancelled while queued
         }
+        let mut selection = match (&row.dataset_name, row.dataset_version) {
+            (Some(name), Some(version)) => {
+                let d = self
+                    .store()
+                    .dataset_version(study.id, name, version)
+                    .await?
+                    .ok_or(AppError::NotFound("dataset"))?;
+                serde_json::from_str::<DatasetDefinition>(&d.definition).map_err(internal)?
+            }
+            _ => DatasetDefinition::default(),
+        };
+        selection.include_phi |= row.include_phi;
         let dir = self.extracts.dir.join(id);
-        let outcome = self.extract_tables_for(who, &row.scope_oid, format, row.include_phi, &dir, Some(id)).await?;
+        let outcome = self.extract_tables_for(who, &row.scope_oid, format, &selection, &dir, Some(id)).await?;
         self.store().extract_progress(id, i32::try_from(outcome.participants).unwrap_or(i32::MAX)).await?;
         let files = serde_json::to_string(&outcome.files).map_err(internal)?;
         self.store().finish_extract_run(id, "completed", Some(&files), None).await?;
@@ -676,6 +752,8 @@ impl App {
             scope: row.scope_oid,
             format: row.format,
             include_phi: row.include_phi,
+            dataset: row.dataset_name,
+            dataset_version: row.dataset_version,
             status: row.status,
             participants: row.participants,
             total: row.total,
@@ -722,7 +800,7 @@ impl App {
     /// As [`Self::start_extract`].
     pub async fn retry_extract(&self, who: &Principal, id: &str) -> Result<ExtractRunView, AppError> {
         let run = self.extract_run(Some(who), id).await?;
-        self.start_extract(who, &run.scope, &run.format, run.include_phi).await
+        self.start_extract(who, &run.scope, &run.format, run.include_phi, run.dataset.as_deref()).await
     }
 
     /// The path of one file of a completed run, if the user may see the run and the file is one
@@ -762,4 +840,99 @@ impl App {
         }
         Ok((failed, resumed))
     }
+}
+
+impl App {
+    /// Saves a dataset definition: a new name makes version 1, an existing one its next version
+    /// (earlier versions stay, runs name theirs). Every wrong event, item or name is listed.
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`] without the extract permission; [`AppError::Validation`].
+    pub async fn save_dataset(
+        &self,
+        who: &Principal,
+        study_oid: &str,
+        name: &str,
+        definition: DatasetDefinition,
+    ) -> Result<DatasetView, AppError> {
+        let (study, access) = self.study_with_access(who, study_oid).await?;
+        let sites = self.store().sites_of(study.id).await?;
+        let may = Self::may(&access, &study, &study, Permission::Extract)
+            || sites.iter().any(|s| access.sees_site(s.id) && Self::may(&access, &study, s, Permission::Extract));
+        if !may {
+            return Err(AppError::Forbidden("define datasets in this study"));
+        }
+        let name = name.trim();
+        let mut errors = Vec::new();
+        if name.is_empty()
+            || name.chars().count() > 100
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_-. ".contains(c))
+        {
+            errors.push(casebook_domain::FieldError::new(
+                "name",
+                "1 to 100 letters, digits, spaces, '.', '_' or '-' (it names the files)",
+            ));
+        }
+        let design = self.production_design_opt(study.id).await?.map(|(_, d)| d).unwrap_or_default();
+        for (i, e) in definition.events.iter().enumerate() {
+            if design.event(e).is_none() {
+                errors.push(casebook_domain::FieldError::new(
+                    format!("events[{i}]"),
+                    format!("the design has no event {e}"),
+                ));
+            }
+        }
+        for (i, item) in definition.items.iter().enumerate() {
+            let known = design.forms.iter().any(|f| form_items(f).iter().any(|x| x.oid.as_str() == item));
+            if !known {
+                errors.push(casebook_domain::FieldError::new(
+                    format!("items[{i}]"),
+                    format!("the design has no item {item}"),
+                ));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(AppError::Validation(errors));
+        }
+        let text = serde_json::to_string(&definition).map_err(internal)?;
+        let mut tx = self.store().write(who.actor()).await?;
+        let version = tx.save_dataset(study.id, name, &text).await?;
+        tx.audit(
+            casebook_domain::audit::AuditEntry::new("dataset.saved", "dataset", format!("{}/{name}", study.oid))
+                .study(Some(study.id), None)
+                .new_value(serde_json::json!({ "version": version, "definition": definition })),
+        )
+        .await?;
+        tx.commit().await?;
+        self.dataset(who, study_oid, name).await
+    }
+
+    /// The newest version of a dataset.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`].
+    pub async fn dataset(&self, who: &Principal, study_oid: &str, name: &str) -> Result<DatasetView, AppError> {
+        let (study, _) = self.study_with_access(who, study_oid).await?;
+        let row = self.store().dataset(study.id, name).await?.ok_or(AppError::NotFound("dataset"))?;
+        dataset_view(row)
+    }
+
+    /// A study's datasets (newest versions).
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] for an invisible study.
+    pub async fn datasets(&self, who: &Principal, study_oid: &str) -> Result<Vec<DatasetView>, AppError> {
+        let (study, _) = self.study_with_access(who, study_oid).await?;
+        self.store().datasets_of(study.id).await?.into_iter().map(dataset_view).collect()
+    }
+}
+
+fn dataset_view(row: casebook_store::datasets::DatasetRow) -> Result<DatasetView, AppError> {
+    Ok(DatasetView {
+        name: row.name,
+        version: row.version,
+        definition: serde_json::from_str(&row.definition).map_err(internal)?,
+        created_by: row.created_by_username,
+        created_at: row.created_at,
+    })
 }

@@ -26,6 +26,8 @@ pub struct ExtractRunRow {
     pub created_by_username: Option<String>,
     pub created_at: OffsetDateTime,
     pub finished_at: Option<OffsetDateTime>,
+    pub dataset_name: Option<String>,
+    pub dataset_version: Option<i32>,
 }
 
 /// A run to queue.
@@ -37,6 +39,8 @@ pub struct NewExtractRun<'a> {
     pub format: &'a str,
     pub include_phi: bool,
     pub created_by: Option<i64>,
+    /// The dataset (name, version) the run extracts; `None`: every item.
+    pub dataset: Option<(&'a str, i32)>,
 }
 
 macro_rules! run_select {
@@ -44,7 +48,8 @@ macro_rules! run_select {
         concat!(
             "SELECT r.id, r.study_id, r.scope_oid, r.format, r.include_phi, r.status, r.participants, r.total, \
              r.files, r.design_version, r.cutoff_at, r.error, r.created_by, u.username AS created_by_username, \
-             r.created_at, r.finished_at FROM extract_runs r LEFT JOIN users u ON u.id = r.created_by ",
+             r.created_at, r.finished_at, r.dataset_name, r.dataset_version \
+             FROM extract_runs r LEFT JOIN users u ON u.id = r.created_by ",
             $tail
         )
     };
@@ -58,9 +63,10 @@ impl Store {
     pub async fn insert_extract_run(&self, r: &NewExtractRun<'_>) -> Result<(), StoreError> {
         let now = self.clock().now();
         on_db!(self.db(), p => sqlx::query(
-            "INSERT INTO extract_runs (id, study_id, scope_oid, format, include_phi, status, created_by, created_at) \
-             VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7)")
+            "INSERT INTO extract_runs (id, study_id, scope_oid, format, include_phi, status, created_by, created_at, \
+             dataset_name, dataset_version) VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9)")
             .bind(r.id).bind(r.study_id).bind(r.scope_oid).bind(r.format).bind(r.include_phi).bind(r.created_by).bind(now)
+            .bind(r.dataset.map(|d| d.0)).bind(r.dataset.map(|d| d.1))
             .execute(p).await?.rows_affected());
         Ok(())
     }

@@ -13,6 +13,7 @@ pub mod accounts;
 pub mod audit;
 pub mod baseline;
 pub mod capture;
+pub mod datasets;
 pub mod designs;
 pub mod export;
 pub mod extracts;

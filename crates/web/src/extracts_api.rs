@@ -16,6 +16,8 @@ use crate::auth::Auth;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/studies/{oid}/extracts", post(start).get(list))
+        .route("/studies/{oid}/datasets", get(datasets))
+        .route("/studies/{oid}/datasets/{name}", get(dataset).put(save_dataset))
         .route("/extracts/{id}", get(one))
         .route("/extracts/{id}/cancel", post(cancel))
         .route("/extracts/{id}/retry", post(retry))
@@ -32,6 +34,9 @@ struct StartInput {
     site: Option<String>,
     #[serde(default)]
     include_phi: bool,
+    /// A saved dataset (its newest version); default: every item.
+    #[serde(default)]
+    dataset: Option<String>,
 }
 
 async fn start(
@@ -42,7 +47,11 @@ async fn start(
     Json(input): Json<StartInput>,
 ) -> ApiResult<Response> {
     let scope = input.site.unwrap_or(oid);
-    let run = s.app.start_extract(&p, &scope, &input.format, input.include_phi).await.rid(&headers)?;
+    let run = s
+        .app
+        .start_extract(&p, &scope, &input.format, input.include_phi, input.dataset.as_deref())
+        .await
+        .rid(&headers)?;
     Ok((StatusCode::ACCEPTED, Json(run)).into_response())
 }
 
@@ -115,4 +124,33 @@ async fn download(
         axum::body::Body::from_stream(stream),
     )
         .into_response())
+}
+
+async fn datasets(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path(oid): Path<String>,
+) -> ApiResult<Response> {
+    Ok(Json(serde_json::json!({ "datasets": s.app.datasets(&p, &oid).await.rid(&headers)? })).into_response())
+}
+
+async fn dataset(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path((oid, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    Ok(Json(s.app.dataset(&p, &oid, &name).await.rid(&headers)?).into_response())
+}
+
+/// Saves a dataset definition: a new name is version 1, an existing one its next version.
+async fn save_dataset(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path((oid, name)): Path<(String, String)>,
+    Json(definition): Json<casebook_app::extract::DatasetDefinition>,
+) -> ApiResult<Response> {
+    Ok(Json(s.app.save_dataset(&p, &oid, &name, definition).await.rid(&headers)?).into_response())
 }

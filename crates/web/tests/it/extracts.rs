@@ -110,6 +110,38 @@ async fn runs_t(t: TestApp) {
     assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
     let (s, e) = t.post(&dm, "/api/v1/studies/S_DEMO/extracts", json!({"format": "sav"})).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+
+    // A dataset: the weight only, of forms not complete; saved twice, two versions.
+    let put = |body: Value| {
+        let dm = dm.clone();
+        let t = &t;
+        async move { t.send(&dm, reqwest::Method::PUT, "/api/v1/studies/S_DEMO/datasets/Weights", body).await }
+    };
+    let (s, d) = put(json!({"items": ["I_VITAL_WEIGHT", "I_NOPE"], "events": ["SE_NOPE"]})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{d}");
+    assert!(d.to_string().contains("I_NOPE") && d.to_string().contains("SE_NOPE"), "{d}");
+    let (s, d) = put(json!({"items": ["I_VITAL_WEIGHT"]})).await;
+    assert_eq!((s, d["version"].as_i64()), (StatusCode::OK, Some(1)), "{d}");
+    let (s, d) =
+        put(json!({"items": ["I_VITAL_WEIGHT"], "form_status": "not_complete", "description": "weights"})).await;
+    assert_eq!((s, d["version"].as_i64()), (StatusCode::OK, Some(2)), "{d}");
+    let (_, list) = t.get(&dm, "/api/v1/studies/S_DEMO/datasets").await;
+    assert_eq!(list["datasets"].as_array().unwrap().len(), 1, "{list}");
+    let (s, run) =
+        t.post(&dm, "/api/v1/studies/S_DEMO/extracts", json!({"format": "csv-long", "dataset": "weights"})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{run}");
+    let done = wait(&t, &dm, run["id"].as_str().unwrap()).await;
+    assert_eq!((done["dataset"].as_str(), done["dataset_version"].as_i64()), (Some("Weights"), Some(2)), "{done}");
+    let r = crate::client()
+        .get(t.url(&format!("/api/v1/extracts/{}/files/S_DEMO_csv-long.csv", done["id"].as_str().unwrap())))
+        .bearer_auth(&dm)
+        .send()
+        .await
+        .unwrap();
+    let body = r.text().await.unwrap();
+    let rows: Vec<&str> = body.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{body}");
+    assert!(rows.iter().all(|r| r.contains(",I_VITAL_WEIGHT,")), "{body}");
 }
 
 // A run left running by a stopped server is marked failed when one starts; a queued one runs.
@@ -129,6 +161,7 @@ async fn restart_t(t: TestApp) {
                 format: "csv-long",
                 include_phi: false,
                 created_by: Some(dm.id),
+                dataset: None,
             })
             .await
             .unwrap();
