@@ -12,6 +12,7 @@
 //! in the data dictionary.
 
 pub mod sas_xpt;
+pub mod spss_sav;
 
 use std::collections::HashSet;
 use std::io;

@@ -1,4 +1,4 @@
-//! SAS XPORT files out, read back by an independent reader: pyreadstat (PyPI,
+//! SAS XPORT and SPSS files out, read back by an independent reader: pyreadstat (PyPI,
 //! on ReadStat). pyreadstat is required: the tests fail, not skip, without it
 //! (`pip install pyreadstat`; `scripts/test.sh` installs it).
 
@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use casebook_formats::table::sas_xpt::{XptWriter, sas_formats_program};
+use casebook_formats::table::spss_sav::SavWriter;
 use casebook_formats::table::{ColumnKind, ColumnSpec, TableSpec, short_names};
 use serde_json::{Value, json};
 use time::macros::datetime;
@@ -172,6 +173,38 @@ fn table_sas_xpt_reads_back_in_pyreadstat() {
 }
 
 #[test]
+fn table_spss_sav_reads_back_in_pyreadstat() {
+    let path = temp("sav");
+    let mut w = SavWriter::new(BufWriter::new(File::create(&path).unwrap()), spec()).unwrap();
+    assert_eq!(w.long_names(), short_names(&all_names(), 64));
+    assert_eq!(w.short_names()[2..4], ["WEIGHT_K", "WEIGHT_2"]);
+    for r in &ROWS {
+        w.row(r).unwrap();
+    }
+    w.finish().unwrap();
+    let got = read_back("sav", &path);
+    std::fs::remove_file(&path).unwrap();
+    let long_1 = &LONG_1[..64];
+    let long_2 = format!("{}2", &LONG_1[..63]);
+    assert_eq!(got["columns"], json!(["SUBJECT", "AGE", long_1, long_2, "VISIT_DATE", "VISIT_AT", "DOSE_TIME", "SEX"]));
+    assert_eq!(got["labels"][0], json!("Sujet « identifiant »"));
+    assert_eq!(got["labels"][2], json!("Poids (kg) à l'inclusion"));
+    assert_eq!(got["file_label"], json!("Demographics"));
+    assert_eq!(got["n"], json!(3));
+    assert_eq!(got["created"], json!("2026-01-02 03:04:05"));
+    assert_eq!(got["formats"], json!(["A40", "F11.0", "F16.6", "F16.6", "DATE11", "DATETIME20", "TIME8", "F11.0"]));
+    assert_eq!(got["value_labels"], json!({"SEX": {"1.0": "Male", "2.0": "Female — née"}}));
+    assert_eq!(
+        got["rows"],
+        json!([
+            ["Zoë \"Q\" 'x' 日本", 64.0, 64.5, 1000.0, "2024-03-05", "2024-03-05T14:30:15", "08:30:00", 1.0],
+            ["B-002", -3.0, -0.125, -1234567.875, "1959-12-31", "2024-03-05T12:30:00", "23:59:59", 2.0],
+            ["", null, null, null, null, null, null, null]
+        ])
+    );
+}
+
+#[test]
 fn table_bad_cells_are_errors_naming_column_and_row() {
     let mut w = XptWriter::new(Vec::new(), spec()).unwrap();
     w.row(&ROWS[0]).unwrap();
@@ -180,4 +213,12 @@ fn table_bad_cells_are_errors_naming_column_and_row() {
     let err = w.row(&bad).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     assert_eq!(err.to_string(), "row 2, column VISIT_DATE: \"2024-02-30\" is not a date (YYYY-MM-DD)");
+
+    let mut w = SavWriter::new(io::Cursor::new(Vec::new()), spec()).unwrap();
+    let mut bad = ROWS[0];
+    let long = "x".repeat(41);
+    bad[0] = Some(&long);
+    let err = w.row(&bad).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    assert_eq!(err.to_string(), "row 1, column SUBJECT: text of 41 bytes is longer than the column width 40");
 }
