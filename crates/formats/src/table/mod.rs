@@ -13,6 +13,7 @@
 
 pub mod sas_xpt;
 pub mod spss_sav;
+pub mod stata_dta;
 
 use std::collections::HashSet;
 use std::io;

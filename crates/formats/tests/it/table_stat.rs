@@ -1,4 +1,4 @@
-//! SAS XPORT and SPSS files out, read back by an independent reader: pyreadstat (PyPI,
+//! SAS XPORT, SPSS and Stata files out, read back by an independent reader: pyreadstat (PyPI,
 //! on ReadStat). pyreadstat is required: the tests fail, not skip, without it
 //! (`pip install pyreadstat`; `scripts/test.sh` installs it).
 
@@ -9,6 +9,7 @@ use std::process::Command;
 
 use casebook_formats::table::sas_xpt::{XptWriter, sas_formats_program};
 use casebook_formats::table::spss_sav::SavWriter;
+use casebook_formats::table::stata_dta::DtaWriter;
 use casebook_formats::table::{ColumnKind, ColumnSpec, TableSpec, short_names};
 use serde_json::{Value, json};
 use time::macros::datetime;
@@ -205,6 +206,37 @@ fn table_spss_sav_reads_back_in_pyreadstat() {
 }
 
 #[test]
+fn table_stata_dta_reads_back_in_pyreadstat() {
+    let path = temp("dta");
+    let mut w = DtaWriter::new(BufWriter::new(File::create(&path).unwrap()), spec()).unwrap();
+    assert_eq!(w.names(), short_names(&all_names(), 32));
+    for r in &ROWS {
+        w.row(r).unwrap();
+    }
+    w.finish().unwrap();
+    let got = read_back("dta", &path);
+    std::fs::remove_file(&path).unwrap();
+    let long_1 = &LONG_1[..32];
+    let long_2 = format!("{}2", &LONG_1[..31]);
+    assert_eq!(got["columns"], json!(["SUBJECT", "AGE", long_1, long_2, "VISIT_DATE", "VISIT_AT", "DOSE_TIME", "SEX"]));
+    assert_eq!(got["labels"][0], json!("Sujet « identifiant »"));
+    assert_eq!(got["labels"][2], json!("Poids (kg) à l'inclusion"));
+    assert_eq!(got["file_label"], json!("Demographics"));
+    assert_eq!(got["n"], json!(3));
+    assert_eq!(got["created"], json!("2026-01-02 03:04:00"), "Stata keeps minutes");
+    assert_eq!(got["formats"], json!(["%40s", "%12.0g", "%10.0g", "%10.0g", "%td", "%tc", "%tcHH:MM:SS", "%12.0g"]));
+    assert_eq!(got["value_labels"], json!({"SEX": {"1": "Male", "2": "Female — née"}}));
+    assert_eq!(
+        got["rows"],
+        json!([
+            ["Zoë \"Q\" 'x' 日本", 64.0, 64.5, 1000.0, "2024-03-05", "2024-03-05T14:30:15", "08:30:00", 1.0],
+            ["B-002", -3.0, -0.125, -1234567.875, "1959-12-31", "2024-03-05T12:30:00", "23:59:59", 2.0],
+            ["", null, null, null, null, null, null, null]
+        ])
+    );
+}
+
+#[test]
 fn table_bad_cells_are_errors_naming_column_and_row() {
     let mut w = XptWriter::new(Vec::new(), spec()).unwrap();
     w.row(&ROWS[0]).unwrap();
@@ -221,4 +253,10 @@ fn table_bad_cells_are_errors_naming_column_and_row() {
     let err = w.row(&bad).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     assert_eq!(err.to_string(), "row 1, column SUBJECT: text of 41 bytes is longer than the column width 40");
+
+    let mut w = DtaWriter::new(io::Cursor::new(Vec::new()), spec()).unwrap();
+    let mut bad = ROWS[0];
+    bad[1] = Some("64.5");
+    let err = w.row(&bad).unwrap_err();
+    assert_eq!(err.to_string(), "row 1, column AGE: \"64.5\" is not an integer");
 }
