@@ -260,3 +260,36 @@ fn table_bad_cells_are_errors_naming_column_and_row() {
     let err = w.row(&bad).unwrap_err();
     assert_eq!(err.to_string(), "row 1, column AGE: \"64.5\" is not an integer");
 }
+
+/// The IEEE → IBM conversion is exact: pyreadstat's IBM → IEEE conversion gives back the same
+/// bits, across the IBM range; below it, values become 0.
+#[test]
+fn table_sas_xpt_numbers_survive_ibm_floating_point_exactly() {
+    let values =
+        ["0.1", "-0.1", "1", "3.141592653589793", "0.3333333333333333", "-123456789.123", "1e-70", "-7e75", "6e-79"];
+    let path = temp("ibm.xpt");
+    let spec = TableSpec {
+        name: "NUMBERS".into(),
+        label: String::new(),
+        columns: vec![ColumnSpec::new("X", "", ColumnKind::Decimal)],
+        created: datetime!(2026-01-02 03:04:05 UTC),
+    };
+    let mut w = XptWriter::new(BufWriter::new(File::create(&path).unwrap()), spec).unwrap();
+    for v in values.iter().chain(&["5e-300"]) {
+        w.row(&[Some(v)]).unwrap();
+    }
+    w.finish().unwrap();
+    let script = "import sys, struct, pyreadstat\n\
+                  data, meta = pyreadstat.read_xport(sys.argv[1], output_format='dict')\n\
+                  print(' '.join(struct.pack('>d', float(x)).hex() for x in data['X']))";
+    let check = Command::new("python3").args(["-c", "import pyreadstat"]).output();
+    assert!(check.is_ok_and(|o| o.status.success()), "pyreadstat is missing: pip install pyreadstat");
+    let out = Command::new("python3").args(["-c", script]).arg(&path).output().unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: Vec<String> = String::from_utf8(out.stdout).unwrap().split_whitespace().map(str::to_owned).collect();
+    let mut want: Vec<String> =
+        values.iter().map(|v| format!("{:016x}", v.parse::<f64>().unwrap().to_bits())).collect();
+    want.push(format!("{:016x}", 0.0f64.to_bits()));
+    assert_eq!(got, want);
+}
