@@ -19,7 +19,7 @@ const LONG_2: &str = "WEIGHT_KILOGRAMS_AT_THE_BASELINE_VISIT_OF_THE_SCREENING_EV
 
 fn spec() -> TableSpec {
     let mut subject = ColumnSpec::new("SUBJECT", "Sujet « identifiant »", ColumnKind::Text);
-    subject.width = Some(40);
+    subject.width = Some(37);
     let mut sex = ColumnSpec::new("SEX", "Sex", ColumnKind::Integer);
     sex.value_labels = vec![("1".into(), "Male".into()), ("2".into(), "Female — née".into())];
     TableSpec {
@@ -94,6 +94,7 @@ print(json.dumps({
     "labels": list(meta.column_labels),
     "value_labels": {k: {str(c): l for c, l in v.items()} for k, v in meta.variable_value_labels.items()},
     "file_label": meta.file_label,
+    "table_name": meta.table_name,
     "n": meta.number_rows,
     "created": str(meta.creation_time),
     "formats": [meta.original_variable_types[c] for c in meta.column_names],
@@ -152,6 +153,7 @@ fn table_sas_xpt_reads_back_in_pyreadstat() {
         ])
     );
     assert_eq!(got["file_label"], json!("Demographics"));
+    assert_eq!(got["table_name"], json!("DEMOG_FO"), "dataset name cut to 8");
     assert_eq!(got["n"], json!(3));
     assert_eq!(got["created"], json!("2026-01-02 03:04:05"));
     assert_eq!(got["formats"], json!([null, null, null, null, "E8601DA10", "E8601DT19", "TIME8", null]));
@@ -193,7 +195,7 @@ fn table_spss_sav_reads_back_in_pyreadstat() {
     assert_eq!(got["file_label"], json!("Demographics"));
     assert_eq!(got["n"], json!(3));
     assert_eq!(got["created"], json!("2026-01-02 03:04:05"));
-    assert_eq!(got["formats"], json!(["A40", "F11.0", "F16.6", "F16.6", "DATE11", "DATETIME20", "TIME8", "F11.0"]));
+    assert_eq!(got["formats"], json!(["A37", "F11.0", "F16.6", "F16.6", "DATE11", "DATETIME20", "TIME8", "F11.0"]));
     assert_eq!(got["value_labels"], json!({"SEX": {"1.0": "Male", "2.0": "Female — née"}}));
     assert_eq!(
         got["rows"],
@@ -224,7 +226,7 @@ fn table_stata_dta_reads_back_in_pyreadstat() {
     assert_eq!(got["file_label"], json!("Demographics"));
     assert_eq!(got["n"], json!(3));
     assert_eq!(got["created"], json!("2026-01-02 03:04:00"), "Stata keeps minutes");
-    assert_eq!(got["formats"], json!(["%40s", "%12.0g", "%10.0g", "%10.0g", "%td", "%tc", "%tcHH:MM:SS", "%12.0g"]));
+    assert_eq!(got["formats"], json!(["%37s", "%12.0g", "%10.0g", "%10.0g", "%td", "%tc", "%tcHH:MM:SS", "%12.0g"]));
     assert_eq!(got["value_labels"], json!({"SEX": {"1": "Male", "2": "Female — née"}}));
     assert_eq!(
         got["rows"],
@@ -248,11 +250,11 @@ fn table_bad_cells_are_errors_naming_column_and_row() {
 
     let mut w = SavWriter::new(io::Cursor::new(Vec::new()), spec()).unwrap();
     let mut bad = ROWS[0];
-    let long = "x".repeat(41);
+    let long = "x".repeat(38);
     bad[0] = Some(&long);
     let err = w.row(&bad).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-    assert_eq!(err.to_string(), "row 1, column SUBJECT: text of 41 bytes is longer than the column width 40");
+    assert_eq!(err.to_string(), "row 1, column SUBJECT: text of 38 bytes is longer than the column width 37");
 
     let mut w = DtaWriter::new(io::Cursor::new(Vec::new()), spec()).unwrap();
     let mut bad = ROWS[0];
