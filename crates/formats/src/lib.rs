@@ -9,5 +9,6 @@ pub mod diagnostic;
 pub mod occrf;
 pub mod odm;
 pub mod rules;
+pub mod table;
 pub mod workbook;
 pub mod xlsform;
