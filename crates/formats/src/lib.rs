@@ -9,5 +9,7 @@ pub mod diagnostic;
 pub mod occrf;
 pub mod odm;
 pub mod rules;
+pub mod table_json;
+pub mod table_model;
 pub mod workbook;
 pub mod xlsform;

@@ -9,6 +9,7 @@ mod odm_clinical_write;
 mod odm_read;
 mod odm_write;
 mod rules;
+mod table_djx;
 mod xlsform_checks;
 mod xlsform_corpus;
 mod xlsform_examples;
