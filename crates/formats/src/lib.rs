@@ -11,5 +11,6 @@ pub mod odm;
 pub mod rules;
 pub mod table_json;
 pub mod table_model;
+pub mod table_xlsx;
 pub mod workbook;
 pub mod xlsform;

@@ -1,12 +1,14 @@
-//! Tabular exports: CDISC Dataset-JSON v1.1 checked by `check-jsonschema` (PyPI) against the
-//! official schema in the shared fixtures and read back by Python's `json`. The tests fail, not
-//! skip, without the checker, naming the pip command.
+//! Tabular exports: CDISC Dataset-JSON v1.1 checked by `check-jsonschema` against the official
+//! schema in the shared fixtures and read back by Python's `json`; Excel .xlsx read back by
+//! `openpyxl`. Both checkers come from PyPI (scripts/test.sh installs them); the tests fail, not
+//! skip, without them, naming the pip command.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use casebook_formats::table_json::{DatasetJsonMeta, DatasetJsonWriter};
 use casebook_formats::table_model::{ColumnKind, ColumnSpec, TableError, TableSpec};
+use casebook_formats::table_xlsx::{XlsxOptions, XlsxWriter, column_letters, dictionary_rows};
 use serde_json::{Value, json};
 
 use crate::fixtures;
@@ -242,4 +244,130 @@ fn table_dataset_json_errors_name_the_column_and_row() {
     assert!(w.finish().is_err(), "fewer rows than announced must fail");
     let mut w = DatasetJsonWriter::new(Vec::new(), spec(), &meta(), Some(0)).unwrap();
     assert!(w.row(&ROWS[0]).is_err(), "more rows than announced must fail");
+}
+
+/// openpyxl's view of a workbook: sheet names in order and every sheet's cell values, with the
+/// header cells' boldness and the Python type of each data cell; also checks the zip's CRCs.
+const READ_XLSX: &str = r#"
+import json, sys, zipfile, openpyxl
+assert zipfile.ZipFile(sys.argv[1]).testzip() is None
+wb = openpyxl.load_workbook(sys.argv[1])
+out = {"sheetnames": wb.sheetnames, "sheets": {}, "types": {}, "bold": {}, "freeze": {}}
+for ws in wb.worksheets:
+    rows = [list(r) for r in ws.iter_rows(values_only=True)]
+    out["sheets"][ws.title] = rows
+    out["types"][ws.title] = [[type(v).__name__ for v in r] for r in rows]
+    out["bold"][ws.title] = [bool(c.font and c.font.b) for c in ws[1]] if ws.max_row else []
+    out["freeze"][ws.title] = ws.freeze_panes
+print(json.dumps(out))
+"#;
+
+fn write_xlsx(rows: &[Row], max_rows_per_sheet: u64) -> Vec<u8> {
+    let options = XlsxOptions { max_rows_per_sheet, ..XlsxOptions::default() };
+    let mut w = XlsxWriter::new(std::io::Cursor::new(Vec::new()), spec(), options).unwrap();
+    for row in rows {
+        w.row(row).unwrap();
+    }
+    w.add_sheet("dictionary", &dictionary_rows(&spec())).unwrap();
+    w.finish().unwrap().into_inner()
+}
+
+fn read_xlsx(name: &str, bytes: &[u8]) -> Value {
+    let file = scratch(name);
+    std::fs::write(&file, bytes).unwrap();
+    let book = python("openpyxl", READ_XLSX, &file);
+    std::fs::remove_file(&file).unwrap();
+    book
+}
+
+fn header() -> Value {
+    json!(["SUBJID", "AGE", "WEIGHT", "BRTHDTC", "VISITDTM", "VISITTM", "SEX"])
+}
+
+#[test]
+fn table_xlsx_reads_back_in_openpyxl_with_split_sheets_and_dictionary() {
+    let rows: Vec<Row> = ROWS.iter().chain(ROWS.iter()).copied().collect(); // 8 rows
+    let book = read_xlsx("split.xlsx", &write_xlsx(&rows, 3));
+    assert_eq!(book["sheetnames"], json!(["data", "data_2", "data_3", "dictionary"]));
+    let data = |s: &str| book["sheets"][s].as_array().unwrap().clone();
+    for s in ["data", "data_2", "data_3"] {
+        assert_eq!(data(s)[0], header(), "header of {s}");
+        assert_eq!(book["bold"][s], json!(vec![true; 7]), "bold header of {s}");
+        assert_eq!(book["freeze"][s], "A2");
+    }
+    // 8 rows at 3 a sheet: 3 + 3 + 2, under a header each; openpyxl does not count the trailing
+    // all-missing row of data_3 (a <row> with no cells) in its dimensions, so it reads 1 of 2.
+    assert_eq!((data("data").len(), data("data_2").len(), data("data_3").len()), (4, 4, 2));
+    let values: Vec<Value> = ["data", "data_2", "data_3"].iter().flat_map(|s| data(s)[1..].to_vec()).collect();
+    let first = json!(["S-001", 42, 71.5, "1983-02-01", "2026-01-02T10:11:12+01:00", "10:11", "1"]);
+    assert_eq!(values[0], first);
+    assert_eq!(values[1], json!(["S-002 «ü» \"q\" \\ </x>", 7, -0.5, null, null, "23:59:59", "2"]));
+    assert_eq!(values[2][0], "  spaced  ");
+    assert_eq!(values[2][1], 0);
+    assert_eq!(values[2][2].as_f64().unwrap(), 12_345_678_901_234_567_890.123_456_789);
+    assert_eq!(values[2][3], "2020-03");
+    // An all-missing row in the middle of a sheet keeps its place.
+    assert_eq!(values[3], json!(vec![Value::Null; 7]));
+    assert_eq!(values[4], first);
+    assert_eq!(book["types"]["data"][1], json!(["str", "int", "float", "str", "str", "str", "str"]));
+
+    let dict = data("dictionary");
+    assert_eq!(dict[0], json!(["column", "label", "type", "code", "value label"]));
+    assert_eq!(dict[1], json!(["SUBJID", "The SUBJID", "text", null, null]));
+    assert!(dict.contains(&json!(["SEX", null, null, "2", "Female"])), "{dict:?}");
+    assert_eq!(book["bold"]["dictionary"], json!(vec![true; 5]));
+}
+
+#[test]
+fn table_xlsx_exactly_full_sheet_makes_no_empty_sheet_and_empty_table_keeps_header() {
+    let book = read_xlsx("full.xlsx", &write_xlsx(&ROWS[..3], 3));
+    assert_eq!(book["sheetnames"], json!(["data", "dictionary"]));
+    assert_eq!(book["sheets"]["data"].as_array().unwrap().len(), 4);
+
+    let book = read_xlsx("empty.xlsx", &write_xlsx(&[], 3));
+    assert_eq!(book["sheetnames"], json!(["data", "dictionary"]));
+    assert_eq!(book["sheets"]["data"], json!([header()]));
+}
+
+#[test]
+fn table_xlsx_text_survives_xml_and_excel_escapes() {
+    let spec = TableSpec { name: "T".into(), label: "T".into(), columns: vec![column("TXT", ColumnKind::Text)] };
+    let texts = ["a & b < c > d \"e\" 'f'", "tab\there", "line\nbreak", "_x0041_ literal", "bell\u{7}", "😀 emoji"];
+    let mut w = XlsxWriter::new(std::io::Cursor::new(Vec::new()), spec, XlsxOptions::default()).unwrap();
+    for t in texts {
+        w.row(&[Some(t)]).unwrap();
+    }
+    let book = read_xlsx("escapes.xlsx", &w.finish().unwrap().into_inner());
+    let got: Vec<Value> = book["sheets"]["data"].as_array().unwrap()[1..].iter().map(|r| r[0].clone()).collect();
+    // ECMA-376 (ST_Xstring) writes characters XML cannot carry as `_xHHHH_`, and the underscore
+    // of a literal `_xHHHH_` as `_x005F_`; Excel decodes both, openpyxl shows them as stored.
+    let want =
+        ["a & b < c > d \"e\" 'f'", "tab\there", "line\nbreak", "_x005F_x0041_ literal", "bell_x0007_", "😀 emoji"];
+    assert_eq!(got, want.map(|t| json!(t)));
+}
+
+#[test]
+fn table_xlsx_errors_name_the_column_and_row_and_sheet_names_are_checked() {
+    let mut w = XlsxWriter::new(std::io::Cursor::new(Vec::new()), spec(), XlsxOptions::default()).unwrap();
+    w.row(&ROWS[0]).unwrap();
+    let mut bad = ROWS[0];
+    bad[2] = Some("seventy");
+    let err = w.row(&bad).unwrap_err();
+    assert!(matches!(&err, TableError::Cell { row: 2, column, .. } if column == "WEIGHT"), "{err:?}");
+    assert!(w.add_sheet("bad/name", &[]).is_err());
+    assert!(w.add_sheet("DATA", &[]).is_err(), "sheet names are unique regardless of case");
+    assert!(w.add_sheet("data_9", &[]).is_err(), "data_N names are kept for data sheets");
+    assert!(w.add_sheet(&"x".repeat(32), &[]).is_err());
+    w.add_sheet("notes", &[vec!["only".into()]]).unwrap();
+    assert!(w.add_sheet("Notes", &[]).is_err());
+    let book = read_xlsx("errors.xlsx", &w.finish().unwrap().into_inner());
+    assert_eq!(book["sheetnames"], json!(["data", "notes"]));
+    assert_eq!(book["sheets"]["data"].as_array().unwrap().len(), 2, "the failed row left nothing behind");
+
+    let options = XlsxOptions { max_rows_per_sheet: 0, ..XlsxOptions::default() };
+    assert!(XlsxWriter::new(std::io::Cursor::new(Vec::new()), spec(), options).is_err());
+    assert_eq!(
+        [column_letters(0), column_letters(25), column_letters(26), column_letters(16_383)],
+        ["A", "Z", "AA", "XFD"]
+    );
 }
