@@ -13,6 +13,8 @@ if ! command -v xmllint >/dev/null 2>&1; then
 fi
 python3 -c "import odmlib" 2>/dev/null || pip install -q --disable-pip-version-check odmlib==0.2.1
 python3 -c "import pyreadstat" 2>/dev/null || pip install -q --disable-pip-version-check pyreadstat
+command -v check-jsonschema >/dev/null 2>&1 || pip install -q --disable-pip-version-check check-jsonschema
+python3 -c "import openpyxl" 2>/dev/null || pip install -q --disable-pip-version-check openpyxl
 
 # Third-party fixtures (ODM schemas, XLSForm corpus) live beside the repository, in ../shared.
 if [ -z "${CASEBOOK_FIXTURES:-}" ]; then

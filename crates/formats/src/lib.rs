@@ -10,5 +10,8 @@ pub mod occrf;
 pub mod odm;
 pub mod rules;
 pub mod table;
+pub mod table_json;
+pub mod table_model;
+pub mod table_xlsx;
 pub mod workbook;
 pub mod xlsform;

@@ -10,6 +10,7 @@ mod odm_read;
 mod odm_write;
 mod rules;
 mod table_stat;
+mod table_djx;
 mod xlsform_checks;
 mod xlsform_corpus;
 mod xlsform_examples;
