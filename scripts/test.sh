@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs the independent checkers the tests use when they are missing
-# (xmllint from Debian's libxml2-utils, odmlib from PyPI), finds the shared fixtures, then runs
+# (xmllint from Debian's libxml2-utils; odmlib, pyreadstat, check-jsonschema and openpyxl from
+# PyPI), finds the shared fixtures, then runs
 # the whole suite on SQLite and on PostgreSQL (127.0.0.1:5432, user postgres; set
 # CASEBOOK_TEST_POSTGRES to another URL, or to "off" to skip that half loudly).
 set -euo pipefail

@@ -106,12 +106,13 @@ enum Command {
     },
     /// Extract a study's (or site's) data for analysis into a directory: a table (csv-wide, one
     /// row per participant with OpenClinica's column names; csv-long, one row per value; tsv,
-    /// tab-delimited wide) and its data dictionary; prints each file with its size and SHA-256.
+    /// tab-delimited wide; xlsx, spss, sas, stata: the wide table typed, with labels) and its
+    /// data dictionary; prints each file with its size and SHA-256.
     Extract {
         /// Study or site OID.
         #[arg(long)]
         study: String,
-        #[arg(long, default_value = "csv-wide", value_parser = ["csv-wide", "csv-long", "tsv"])]
+        #[arg(long, default_value = "csv-wide", value_parser = ["csv-wide", "csv-long", "tsv", "xlsx", "spss", "sas", "stata"])]
         format: String,
         /// The directory to write into (created if needed).
         #[arg(long)]

@@ -626,3 +626,77 @@ async fn extract_tables_postgres() {
         extract_tables(t).await;
     }
 }
+
+/// `casebook extract` to Excel, SPSS, SAS and Stata, each read back by an independent reader
+/// (openpyxl, pyreadstat): a row per participant, the demo's values in their columns.
+async fn extract_typed(target: Target) {
+    drop(serve_demo(&target));
+    let dir = temp_dir("typed");
+    let (code, odm, _) = run(&["export", "--study", "S_DEMO"], &target, None);
+    assert_eq!(code, 0);
+    let participants = odm.matches("<SubjectData ").count();
+    for (format, file) in [
+        ("spss", "S_DEMO_spss.sav"),
+        ("sas", "S_DEMO_sas.xpt"),
+        ("stata", "S_DEMO_stata.dta"),
+        ("xlsx", "S_DEMO_xlsx.xlsx"),
+    ] {
+        let (code, out, err) =
+            run(&["extract", "--study", "S_DEMO", "--format", format, "--out", dir.to_str().unwrap()], &target, None);
+        assert_eq!(code, 0, "{format}: {out}{err}");
+        let path = dir.join(file);
+        let dictionary = std::fs::read_to_string(dir.join(format!("S_DEMO_{format}_dictionary.csv"))).unwrap();
+        let weight = dictionary
+            .lines()
+            .find(|l| l.contains(",I_VITAL_WEIGHT,") && l.starts_with("WEIGHT_E1_C1,"))
+            .unwrap_or_else(|| panic!("{dictionary}"));
+        let short = weight.split(',').nth(1).unwrap().to_owned();
+        let script = if format == "xlsx" {
+            format!(
+                "import openpyxl, json\nwb = openpyxl.load_workbook({path:?})\nrows = list(wb['data'].iter_rows(values_only=True))\n\
+                 h = list(rows[0])\nprint(json.dumps({{'sheets': wb.sheetnames, 'n': len(rows) - 1, \
+                 'weights': [[r[0], r[h.index('WEIGHT_E1_C1')] if h.index('WEIGHT_E1_C1') < len(r) else None] for r in rows[1:]]}}, default=str))"
+            )
+        } else {
+            let reader = match format {
+                "spss" => "read_sav",
+                "sas" => "read_xport",
+                _ => "read_dta",
+            };
+            format!(
+                "import pyreadstat, json\ndata, meta = pyreadstat.{reader}({path:?}, output_format='dict')\n\
+                 ids = data[meta.column_names[0]]\nprint(json.dumps({{'n': len(ids), 'weights': [[a, b] for a, b in zip(ids, data[{short:?}])]}}, default=str))"
+            )
+        };
+        let out = Command::new("python3").args(["-c", &script]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{format}: {text}{}", String::from_utf8_lossy(&out.stderr));
+        let read: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(read["n"].as_u64().unwrap() as usize, participants, "{format}: {read}");
+        let second = read["weights"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r[0] == "DEMO-A-0002")
+            .unwrap_or_else(|| panic!("{format}: {read}"));
+        assert_eq!(second[1].as_f64(), Some(71.5), "{format}: {read}");
+        if format == "xlsx" {
+            assert_eq!(read["sheets"], serde_json::json!(["data", "dictionary"]), "{read}");
+        }
+    }
+    assert!(dir.join("S_DEMO_sas_formats.sas").is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+    target.drop_db().await;
+}
+
+#[tokio::test]
+async fn extract_typed_sqlite() {
+    extract_typed(Target::sqlite()).await;
+}
+
+#[tokio::test]
+async fn extract_typed_postgres() {
+    if let Some(t) = Target::postgres().await {
+        extract_typed(t).await;
+    }
+}

@@ -39,6 +39,14 @@ pub enum TableFormat {
     CsvLong,
     /// Tab-delimited, one row per participant.
     Tsv,
+    /// Excel workbook: the wide table (split across sheets past Excel's rows) and a dictionary sheet.
+    Xlsx,
+    /// SPSS system file of the wide table, with variable and value labels.
+    Spss,
+    /// SAS XPORT v5 transport file of the wide table, with a formats program for code lists.
+    Sas,
+    /// Stata .dta (format 118) of the wide table, with variable and value labels.
+    Stata,
 }
 
 impl TableFormat {
@@ -51,7 +59,14 @@ impl TableFormat {
             "csv-wide" | "csv" => Ok(Self::CsvWide),
             "csv-long" => Ok(Self::CsvLong),
             "tsv" => Ok(Self::Tsv),
-            other => Err(AppError::invalid("format", format!("'{other}' is not csv-wide, csv-long or tsv"))),
+            "xlsx" => Ok(Self::Xlsx),
+            "spss" => Ok(Self::Spss),
+            "sas" => Ok(Self::Sas),
+            "stata" => Ok(Self::Stata),
+            other => Err(AppError::invalid(
+                "format",
+                format!("'{other}' is not csv-wide, csv-long, tsv, xlsx, spss, sas or stata"),
+            )),
         }
     }
 
@@ -62,6 +77,10 @@ impl TableFormat {
             Self::CsvWide => "csv-wide",
             Self::CsvLong => "csv-long",
             Self::Tsv => "tsv",
+            Self::Xlsx => "xlsx",
+            Self::Spss => "spss",
+            Self::Sas => "sas",
+            Self::Stata => "stata",
         }
     }
 
@@ -69,8 +88,14 @@ impl TableFormat {
         if self == Self::Tsv { '\t' } else { ',' }
     }
 
+    /// The dictionary's extension (text formats: the table's).
     fn extension(self) -> &'static str {
         if self == Self::Tsv { "tsv" } else { "csv" }
+    }
+
+    /// A binary file of typed columns (values only; null flavours are missing values there).
+    fn typed(self) -> bool {
+        matches!(self, Self::Xlsx | Self::Spss | Self::Sas | Self::Stata)
     }
 }
 
@@ -175,6 +200,178 @@ impl HashedFile {
     }
 }
 
+/// Where the data table goes: a text file, or one of the typed formats' writers.
+enum DataSink {
+    Text(HashedFile),
+    Xlsx(Box<casebook_formats::table_xlsx::XlsxWriter<std::io::BufWriter<std::fs::File>>>, String),
+    Spss(casebook_formats::table::spss_sav::SavWriter<std::io::BufWriter<std::fs::File>>, String),
+    Sas(casebook_formats::table::sas_xpt::XptWriter<std::io::BufWriter<std::fs::File>>, String),
+    Stata(casebook_formats::table::stata_dta::DtaWriter<std::io::BufWriter<std::fs::File>>, String),
+}
+
+fn typed_error(e: impl std::fmt::Display) -> AppError {
+    AppError::Rejected {
+        code: "extract_value",
+        message: format!("a value does not fit its column's type: {e}"),
+        details: serde_json::Value::Null,
+    }
+}
+
+/// Size and SHA-256 of a file written by a typed writer (read back once).
+fn hashed(dir: &Path, name: &str) -> Result<ExtractedFile, AppError> {
+    use std::io::Read;
+    let path = dir.join(name);
+    let mut f = std::fs::File::open(&path).map_err(internal)?;
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut bytes = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(internal)?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+        bytes += n as u64;
+    }
+    Ok(ExtractedFile { name: name.to_owned(), bytes, sha256: hex::encode(hash.finalize()) })
+}
+
+impl DataSink {
+    /// The typed writer for `format` over the wide table's columns.
+    fn typed(
+        format: TableFormat,
+        dir: &Path,
+        base: &str,
+        w: &Wide,
+        created: time::OffsetDateTime,
+    ) -> Result<Self, AppError> {
+        use casebook_formats::{table, table_model};
+        let ext = match format {
+            TableFormat::Xlsx => "xlsx",
+            TableFormat::Spss => "sav",
+            TableFormat::Sas => "xpt",
+            _ => "dta",
+        };
+        let name = format!("{base}.{ext}");
+        let file = std::fs::File::create(dir.join(&name)).map_err(internal)?;
+        let out = std::io::BufWriter::new(file);
+        if format == TableFormat::Xlsx {
+            let kind = |k: Kind| match k {
+                Kind::Text => table_model::ColumnKind::Text,
+                Kind::Integer => table_model::ColumnKind::Integer,
+                Kind::Decimal => table_model::ColumnKind::Decimal,
+                Kind::Date => table_model::ColumnKind::Date,
+                Kind::DateTime => table_model::ColumnKind::DateTime,
+                Kind::Time => table_model::ColumnKind::Time,
+            };
+            let spec = table_model::TableSpec {
+                name: base.to_owned(),
+                label: base.to_owned(),
+                columns: w
+                    .names
+                    .iter()
+                    .zip(&w.info)
+                    .map(|(n, c)| table_model::ColumnSpec {
+                        name: n.clone(),
+                        label: c.label.clone(),
+                        kind: kind(c.kind),
+                        value_labels: c.value_labels.clone(),
+                    })
+                    .collect(),
+            };
+            let writer = casebook_formats::table_xlsx::XlsxWriter::new(
+                out,
+                spec,
+                casebook_formats::table_xlsx::XlsxOptions::default(),
+            )
+            .map_err(typed_error)?;
+            return Ok(Self::Xlsx(Box::new(writer), name));
+        }
+        let kind = |k: Kind| match k {
+            Kind::Text => table::ColumnKind::Text,
+            Kind::Integer => table::ColumnKind::Integer,
+            Kind::Decimal => table::ColumnKind::Decimal,
+            Kind::Date => table::ColumnKind::Date,
+            Kind::DateTime => table::ColumnKind::DateTime,
+            Kind::Time => table::ColumnKind::Time,
+        };
+        let max_text: u16 = if format == TableFormat::Sas {
+            200
+        } else if format == TableFormat::Spss {
+            255
+        } else {
+            2045
+        };
+        let spec = table::TableSpec {
+            name: base.to_owned(),
+            label: base.to_owned(),
+            columns: w
+                .names
+                .iter()
+                .zip(&w.info)
+                .map(|(n, c)| {
+                    let mut col = table::ColumnSpec::new(n, &c.label, kind(c.kind));
+                    col.value_labels.clone_from(&c.value_labels);
+                    col.width = Some(c.width.unwrap_or(max_text).min(max_text));
+                    col
+                })
+                .collect(),
+            created,
+        };
+        Ok(match format {
+            TableFormat::Spss => Self::Spss(table::spss_sav::SavWriter::new(out, spec).map_err(typed_error)?, name),
+            TableFormat::Sas => Self::Sas(table::sas_xpt::XptWriter::new(out, spec).map_err(typed_error)?, name),
+            _ => Self::Stata(table::stata_dta::DtaWriter::new(out, spec).map_err(typed_error)?, name),
+        })
+    }
+
+    /// The short names a typed format gave the columns (`None`: the names as they are).
+    fn short_names(&self) -> Option<Vec<String>> {
+        match self {
+            Self::Spss(w, _) => Some(w.long_names().to_vec()),
+            Self::Sas(w, _) => Some(w.names().to_vec()),
+            Self::Stata(w, _) => Some(w.names().to_vec()),
+            Self::Text(_) | Self::Xlsx(..) => None,
+        }
+    }
+
+    fn row<S: AsRef<str>>(&mut self, cells: &[S]) -> Result<(), AppError> {
+        let typed: Vec<Option<&str>> = cells.iter().map(|c| Some(c.as_ref()).filter(|c| !c.is_empty())).collect();
+        match self {
+            Self::Text(f) => f.row(cells),
+            Self::Xlsx(w, _) => w.row(&typed).map_err(typed_error),
+            Self::Spss(w, _) => w.row(&typed).map_err(typed_error),
+            Self::Sas(w, _) => w.row(&typed).map_err(typed_error),
+            Self::Stata(w, _) => w.row(&typed).map_err(typed_error),
+        }
+    }
+
+    fn finish(self, dir: &Path, dictionary_sheet: Vec<Vec<String>>) -> Result<ExtractedFile, AppError> {
+        use std::io::Write as _;
+        let name = match self {
+            Self::Text(f) => return f.finish(),
+            Self::Xlsx(mut w, name) => {
+                w.add_sheet("dictionary", &dictionary_sheet).map_err(typed_error)?;
+                w.finish().map_err(typed_error)?.flush().map_err(internal)?;
+                name
+            }
+            Self::Spss(w, name) => {
+                w.finish().map_err(typed_error)?.flush().map_err(internal)?;
+                name
+            }
+            Self::Sas(w, name) => {
+                w.finish().map_err(typed_error)?.flush().map_err(internal)?;
+                name
+            }
+            Self::Stata(w, name) => {
+                w.finish().map_err(typed_error)?.flush().map_err(internal)?;
+                name
+            }
+        };
+        hashed(dir, &name)
+    }
+}
+
 /// A cell as RFC 4180 asks (quoted when it holds the delimiter, a quote or a line break).
 fn quote(s: &str, delimiter: char) -> String {
     if s.contains(delimiter) || s.contains(['"', '\n', '\r']) {
@@ -209,6 +406,8 @@ type Slot = (String, i32, String, String, i32, String);
 /// its own and its items'.
 struct Wide {
     names: Vec<String>,
+    /// Per column: its label, kind, value labels and text width (typed formats).
+    info: Vec<ColumnInfo>,
     /// Item values by their place.
     items: HashMap<Slot, usize>,
     /// Event start and status by (event, repeat).
@@ -217,6 +416,57 @@ struct Wide {
     forms: HashMap<(String, i32, String), (usize, usize)>,
     /// Dictionary rows: column, event, form, item.
     dictionary: Vec<(String, String, String, ItemDef)>,
+}
+
+/// What a typed column holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Text,
+    Integer,
+    Decimal,
+    Date,
+    DateTime,
+    Time,
+}
+
+/// A wide column as the typed formats describe it.
+#[derive(Debug, Clone)]
+struct ColumnInfo {
+    label: String,
+    kind: Kind,
+    value_labels: Vec<(String, String)>,
+    width: Option<u16>,
+}
+
+impl ColumnInfo {
+    fn plain(label: &str, kind: Kind) -> Self {
+        Self { label: label.to_owned(), kind, value_labels: Vec::new(), width: None }
+    }
+
+    fn of_item(form: &FormDef, item: &ItemDef) -> Self {
+        use casebook_domain::design::DataType as D;
+        let multi = matches!(
+            item.widget,
+            casebook_domain::design::Widget::Checkbox | casebook_domain::design::Widget::MultiSelect
+        );
+        let kind = match item.data_type {
+            D::Integer if !multi => Kind::Integer,
+            D::Real if !multi => Kind::Decimal,
+            D::Date => Kind::Date,
+            D::DateTime => Kind::DateTime,
+            D::Time => Kind::Time,
+            _ => Kind::Text,
+        };
+        let value_labels = item
+            .code_list
+            .as_ref()
+            .and_then(|oid| form.versions.iter().rev().flat_map(|v| v.code_lists.iter()).find(|c| &c.oid == oid))
+            .map(|c| c.items.iter().map(|i| (i.value.clone(), i.label.text.clone())).collect())
+            .unwrap_or_default();
+        let label = if item.label.text.is_empty() { item.name.clone() } else { item.label.text.clone() };
+        let width = item.length.and_then(|l| u16::try_from(l).ok()).filter(|l| *l > 0).map(|l| l.min(2000));
+        Self { label, kind, value_labels, width }
+    }
 }
 
 const PARTICIPANT_COLUMNS: [&str; 8] =
@@ -229,6 +479,10 @@ fn wide_columns(
 ) -> Wide {
     let mut w = Wide {
         names: PARTICIPANT_COLUMNS.iter().map(|s| (*s).to_owned()).collect(),
+        info: PARTICIPANT_COLUMNS
+            .iter()
+            .map(|c| ColumnInfo::plain(c, if *c == "EnrolmentDate" { Kind::Date } else { Kind::Text }))
+            .collect(),
         items: HashMap::new(),
         events: HashMap::new(),
         forms: HashMap::new(),
@@ -240,13 +494,17 @@ fn wide_columns(
             let se = if def.repeating { format!("E{}_{repeat}", e_pos + 1) } else { format!("E{}", e_pos + 1) };
             w.events.insert((def.oid.to_string(), repeat), (w.names.len(), w.names.len() + 1));
             w.names.push(format!("StartDate_{se}"));
+            w.info.push(ColumnInfo::plain(&format!("{} {repeat}: start date", def.name), Kind::Date));
             w.names.push(format!("EventStatus_{se}"));
+            w.info.push(ColumnInfo::plain(&format!("{} {repeat}: status", def.name), Kind::Text));
             for (c_pos, ef) in def.forms.iter().enumerate() {
                 let Some(form) = design.form(ef.form_oid.as_str()) else { continue };
                 let sc = format!("{se}_C{}", c_pos + 1);
                 w.forms.insert((def.oid.to_string(), repeat, form.oid.to_string()), (w.names.len(), w.names.len() + 1));
                 w.names.push(format!("CRFVersion_{sc}"));
+                w.info.push(ColumnInfo::plain(&format!("{}: version", form.name), Kind::Text));
                 w.names.push(format!("CRFStatus_{sc}"));
+                w.info.push(ColumnInfo::plain(&format!("{}: status", form.name), Kind::Text));
                 for item in form_items(form) {
                     if !included(form.oid.as_str(), item) {
                         continue;
@@ -280,6 +538,7 @@ fn wide_columns(
                             w.names.len(),
                         );
                         w.dictionary.push((name.clone(), def.oid.to_string(), form.oid.to_string(), item.clone()));
+                        w.info.push(ColumnInfo::of_item(form, item));
                         w.names.push(name);
                     }
                 }
@@ -377,7 +636,6 @@ impl App {
         std::fs::create_dir_all(dir)
             .map_err(|e| crate::error::anyhow_like::msg(format!("creating {}: {e}", dir.display())))?;
         let base = format!("{}_{}", study.oid, format.name());
-        let mut data = HashedFile::create(dir, format!("{base}.{}", format.extension()), format.delimiter())?;
         let mut dictionary =
             HashedFile::create(dir, format!("{base}_dictionary.{}", format.extension()), format.delimiter())?;
         let site_oid_of = |id: i64| sites.iter().find(|s| s.id == id).map_or(study.oid.clone(), |s| s.oid.clone());
@@ -396,27 +654,54 @@ impl App {
             shape.0.retain(|(e, _)| event_selected(e));
             Some(wide_columns(&design, &shape, &included))
         };
+        let mut data = match &wide {
+            Some(w) if format.typed() => DataSink::typed(format, dir, &base, w, self.store().clock().now())?,
+            _ => DataSink::Text(HashedFile::create(dir, format!("{base}.{}", format.extension()), format.delimiter())?),
+        };
+        let mut sheet: Vec<Vec<String>> = Vec::new();
         match &wide {
             Some(w) => {
-                data.row(&w.names)?;
-                dictionary.row(&[
-                    "Column", "ItemOID", "ItemName", "Question", "DataType", "Units", "CodeList", "EventOID",
-                    "FormOID", "PHI",
-                ])?;
+                if !format.typed() {
+                    data.row(&w.names)?;
+                }
+                let short = data.short_names();
+                let header = [
+                    "Column",
+                    "ShortName",
+                    "ItemOID",
+                    "ItemName",
+                    "Question",
+                    "DataType",
+                    "Units",
+                    "CodeList",
+                    "EventOID",
+                    "FormOID",
+                    "PHI",
+                ];
+                dictionary.row(&header)?;
+                sheet.push(header.iter().map(|h| (*h).to_owned()).collect());
                 for (column, event, form, item) in &w.dictionary {
                     let list = decode_list(design.form(form), item);
-                    dictionary.row(&[
-                        column.as_str(),
-                        item.oid.as_str(),
-                        &item.name,
-                        &item.label.text,
-                        &format!("{:?}", item.data_type),
-                        item.units.as_deref().unwrap_or(""),
-                        &list,
-                        event,
-                        form,
-                        if item.phi { "Yes" } else { "No" },
-                    ])?;
+                    let short_name = short
+                        .as_ref()
+                        .and_then(|s| w.names.iter().position(|n| n == column).and_then(|i| s.get(i)))
+                        .cloned()
+                        .unwrap_or_else(|| column.clone());
+                    let cells = [
+                        column.clone(),
+                        short_name,
+                        item.oid.to_string(),
+                        item.name.clone(),
+                        item.label.text.clone(),
+                        format!("{:?}", item.data_type),
+                        item.units.clone().unwrap_or_default(),
+                        list,
+                        event.clone(),
+                        form.clone(),
+                        if item.phi { "Yes" } else { "No" }.to_owned(),
+                    ];
+                    dictionary.row(&cells)?;
+                    sheet.push(cells.to_vec());
                 }
             }
             None => {
@@ -520,7 +805,12 @@ impl App {
                             if !included(&f.form_oid, def) {
                                 continue;
                             }
-                            let shown = v.value.clone().or_else(|| v.null_flavour.clone()).unwrap_or_default();
+                            // Typed formats hold values only: a null flavour is a missing value there.
+                            let shown = if format.typed() {
+                                v.value.clone().unwrap_or_default()
+                            } else {
+                                v.value.clone().or_else(|| v.null_flavour.clone()).unwrap_or_default()
+                            };
                             match &wide {
                                 Some(w) => {
                                     let row_key =
@@ -569,8 +859,39 @@ impl App {
                 self.store().extract_progress(id, i32::try_from(outcome.participants).unwrap_or(i32::MAX)).await?;
             }
         }
-        outcome.files.push(data.finish()?);
+        outcome.files.push(data.finish(dir, sheet)?);
         outcome.files.push(dictionary.finish()?);
+        if format == TableFormat::Sas
+            && let Some(w) = &wide
+        {
+            // The formats program that gives SAS the code lists' labels.
+            let spec = casebook_formats::table::TableSpec {
+                name: base.clone(),
+                label: base.clone(),
+                columns: w
+                    .names
+                    .iter()
+                    .zip(&w.info)
+                    .map(|(n, c)| {
+                        let kind = if matches!(c.kind, Kind::Text) {
+                            casebook_formats::table::ColumnKind::Text
+                        } else {
+                            casebook_formats::table::ColumnKind::Decimal
+                        };
+                        let mut col = casebook_formats::table::ColumnSpec::new(n, &c.label, kind);
+                        col.value_labels.clone_from(&c.value_labels);
+                        col
+                    })
+                    .collect(),
+                created: self.store().clock().now(),
+            };
+            let mut program = HashedFile::create(dir, format!("{base}_formats.sas"), ',')?;
+            let text = casebook_formats::table::sas_xpt::sas_formats_program(&spec);
+            program.hash.update(text.as_bytes());
+            program.bytes += text.len() as u64;
+            program.out.write_all(text.as_bytes()).map_err(internal)?;
+            outcome.files.push(program.finish()?);
+        }
         Ok(outcome)
     }
 }
