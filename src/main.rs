@@ -106,13 +106,14 @@ enum Command {
     },
     /// Extract a study's (or site's) data for analysis into a directory: a table (csv-wide, one
     /// row per participant with OpenClinica's column names; csv-long, one row per value; tsv,
-    /// tab-delimited wide; xlsx, spss, sas, stata: the wide table typed, with labels) and its
-    /// data dictionary; prints each file with its size and SHA-256.
+    /// tab-delimited wide; xlsx, spss, sas, stata: the wide table typed, with labels; r: the wide
+    /// CSV and an R script; dataset-json: one file per item group; odm13, odm13-oc) and its data
+    /// dictionary; prints each file with its size and SHA-256.
     Extract {
         /// Study or site OID.
         #[arg(long)]
         study: String,
-        #[arg(long, default_value = "csv-wide", value_parser = ["csv-wide", "csv-long", "tsv", "xlsx", "spss", "sas", "stata"])]
+        #[arg(long, default_value = "csv-wide", value_parser = ["csv-wide", "csv-long", "tsv", "xlsx", "spss", "sas", "stata", "r", "dataset-json", "odm13", "odm13-oc"])]
         format: String,
         /// The directory to write into (created if needed).
         #[arg(long)]

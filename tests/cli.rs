@@ -700,3 +700,70 @@ async fn extract_typed_postgres() {
         extract_typed(t).await;
     }
 }
+
+/// `casebook extract` to Dataset-JSON (one file per item group, valid against the CDISC schema
+/// by check-jsonschema, the values exact), R (the CSV and a script with factors and labels) and
+/// ODM.
+async fn extract_exchange(target: Target) {
+    drop(serve_demo(&target));
+    let dir = temp_dir("exchange");
+    let out_dir = dir.to_str().unwrap();
+    let (code, out, err) =
+        run(&["extract", "--study", "S_DEMO", "--format", "dataset-json", "--out", out_dir], &target, None);
+    assert_eq!(code, 0, "{out}{err}");
+    let schema = std::env::var("CASEBOOK_FIXTURES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures")))
+        .join("dataset-json/dataset.schema.json");
+    assert!(schema.is_file(), "the Dataset-JSON schema is missing at {}", schema.display());
+    let vitals = dir.join("S_DEMO_dataset-json_IG_VITAL_VS.json");
+    assert!(vitals.is_file(), "{out}");
+    let check = Command::new("check-jsonschema")
+        .arg("--schemafile")
+        .arg(&schema)
+        .arg(&vitals)
+        .output()
+        .expect("check-jsonschema is required (pip install check-jsonschema; scripts/test.sh installs it)");
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&vitals).unwrap()).unwrap();
+    let columns: Vec<&str> = doc["columns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let weight = columns.iter().position(|c| *c == "WEIGHT").unwrap_or_else(|| panic!("{columns:?}"));
+    let row = doc["rows"].as_array().unwrap().iter().find(|r| r[0] == "DEMO-A-0002").unwrap_or_else(|| panic!("{doc}"));
+    assert!(row[weight] == "71.5" || row[weight] == 71.5, "{row}");
+    assert_eq!(doc["records"].as_u64().unwrap() as usize, doc["rows"].as_array().unwrap().len());
+
+    let (code, out, err) = run(&["extract", "--study", "S_DEMO", "--format", "r", "--out", out_dir], &target, None);
+    assert_eq!(code, 0, "{out}{err}");
+    let script = std::fs::read_to_string(dir.join("S_DEMO_r.R")).unwrap();
+    assert!(script.contains("read.csv(\"S_DEMO_r.csv\""), "{script}");
+    assert!(
+        script.contains("<- factor(data[[") && script.contains("attr(data[[\"WEIGHT_E1_C1\"]], \"label\")"),
+        "{script}"
+    );
+    assert!(dir.join("S_DEMO_r.csv").is_file());
+
+    let (code, out, err) = run(&["extract", "--study", "S_DEMO", "--format", "odm13", "--out", out_dir], &target, None);
+    assert_eq!(code, 0, "{out}{err}");
+    let odm = std::fs::read_to_string(dir.join("S_DEMO_odm13.xml")).unwrap();
+    let (_, exported, _) = run(&["export", "--study", "S_DEMO"], &target, None);
+    assert_eq!(odm.matches("<ItemData ").count(), exported.matches("<ItemData ").count());
+    let _ = std::fs::remove_dir_all(&dir);
+    target.drop_db().await;
+}
+
+#[tokio::test]
+async fn extract_exchange_sqlite() {
+    extract_exchange(Target::sqlite()).await;
+}
+
+#[tokio::test]
+async fn extract_exchange_postgres() {
+    if let Some(t) = Target::postgres().await {
+        extract_exchange(t).await;
+    }
+}

@@ -47,6 +47,14 @@ pub enum TableFormat {
     Sas,
     /// Stata .dta (format 118) of the wide table, with variable and value labels.
     Stata,
+    /// The wide table as CSV and an R script that reads it with factors and labels.
+    R,
+    /// CDISC Dataset-JSON v1.1, one dataset (file) per item group.
+    DatasetJson,
+    /// CDISC ODM 1.3.2 clinical data.
+    Odm13,
+    /// CDISC ODM 1.3.2 clinical data with OpenClinica's extensions.
+    Odm13Oc,
 }
 
 impl TableFormat {
@@ -63,9 +71,15 @@ impl TableFormat {
             "spss" => Ok(Self::Spss),
             "sas" => Ok(Self::Sas),
             "stata" => Ok(Self::Stata),
+            "r" => Ok(Self::R),
+            "dataset-json" => Ok(Self::DatasetJson),
+            "odm13" => Ok(Self::Odm13),
+            "odm13-oc" => Ok(Self::Odm13Oc),
             other => Err(AppError::invalid(
                 "format",
-                format!("'{other}' is not csv-wide, csv-long, tsv, xlsx, spss, sas or stata"),
+                format!(
+                    "'{other}' is not csv-wide, csv-long, tsv, xlsx, spss, sas, stata, r, dataset-json, odm13 or odm13-oc"
+                ),
             )),
         }
     }
@@ -81,6 +95,10 @@ impl TableFormat {
             Self::Spss => "spss",
             Self::Sas => "sas",
             Self::Stata => "stata",
+            Self::R => "r",
+            Self::DatasetJson => "dataset-json",
+            Self::Odm13 => "odm13",
+            Self::Odm13Oc => "odm13-oc",
         }
     }
 
@@ -192,6 +210,12 @@ impl HashedFile {
         self.hash.update(line.as_bytes());
         self.bytes += line.len() as u64;
         self.out.write_all(line.as_bytes()).map_err(internal)
+    }
+
+    fn raw(&mut self, bytes: &[u8]) -> Result<(), AppError> {
+        self.hash.update(bytes);
+        self.bytes += bytes.len() as u64;
+        self.out.write_all(bytes).map_err(internal)
     }
 
     fn finish(mut self) -> Result<ExtractedFile, AppError> {
@@ -636,6 +660,32 @@ impl App {
         std::fs::create_dir_all(dir)
             .map_err(|e| crate::error::anyhow_like::msg(format!("creating {}: {e}", dir.display())))?;
         let base = format!("{}_{}", study.oid, format.name());
+        if matches!(format, TableFormat::Odm13 | TableFormat::Odm13Oc) {
+            let req =
+                crate::export::ClinicalExport { openclinica: format == TableFormat::Odm13Oc, ..Default::default() };
+            let mut file = HashedFile::create(dir, format!("{base}.xml"), ',')?;
+            let mut failed = None;
+            let count = self
+                .export_clinical(who, study_or_site_oid, &req, |chunk| {
+                    if failed.is_none()
+                        && let Err(e) = file.raw(&chunk)
+                    {
+                        failed = Some(e);
+                    }
+                    std::future::ready(failed.is_none())
+                })
+                .await?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            return Ok(ExtractOutcome {
+                format: format.name(),
+                participants: count.participants,
+                values: count.values,
+                files: vec![file.finish()?],
+                phi_left_out: Vec::new(),
+            });
+        }
         let mut dictionary =
             HashedFile::create(dir, format!("{base}_dictionary.{}", format.extension()), format.delimiter())?;
         let site_oid_of = |id: i64| sites.iter().find(|s| s.id == id).map_or(study.oid.clone(), |s| s.oid.clone());
@@ -647,6 +697,22 @@ impl App {
                     .is_some_and(|x| x.hidden_at(Some(&site_oid_of(p.site_id))))
         };
 
+        if format == TableFormat::DatasetJson {
+            return self
+                .extract_dataset_json(
+                    &study,
+                    &design,
+                    &filter,
+                    dir,
+                    &base,
+                    &|form, item| included(form, item),
+                    &|e| event_selected(e),
+                    &|st| status_selected(st),
+                    &|p, e, f| hidden(p, e, f),
+                    phi_left_out,
+                )
+                .await;
+        }
         let wide = if format == TableFormat::CsvLong {
             None
         } else {
@@ -861,6 +927,13 @@ impl App {
         }
         outcome.files.push(data.finish(dir, sheet)?);
         outcome.files.push(dictionary.finish()?);
+        if format == TableFormat::R
+            && let Some(w) = &wide
+        {
+            let mut script = HashedFile::create(dir, format!("{base}.R"), ',')?;
+            script.raw(r_script(&format!("{base}.csv"), w).as_bytes())?;
+            outcome.files.push(script.finish()?);
+        }
         if format == TableFormat::Sas
             && let Some(w) = &wide
         {
@@ -886,10 +959,7 @@ impl App {
                 created: self.store().clock().now(),
             };
             let mut program = HashedFile::create(dir, format!("{base}_formats.sas"), ',')?;
-            let text = casebook_formats::table::sas_xpt::sas_formats_program(&spec);
-            program.hash.update(text.as_bytes());
-            program.bytes += text.len() as u64;
-            program.out.write_all(text.as_bytes()).map_err(internal)?;
+            program.raw(casebook_formats::table::sas_xpt::sas_formats_program(&spec).as_bytes())?;
             outcome.files.push(program.finish()?);
         }
         Ok(outcome)
@@ -1256,4 +1326,201 @@ fn dataset_view(row: casebook_store::datasets::DatasetRow) -> Result<DatasetView
         created_by: row.created_by_username,
         created_at: row.created_at,
     })
+}
+
+/// R code that reads the wide CSV, turns coded columns into factors with their labels and gives
+/// every column its label (`attr(x, "label")`, as Hmisc and haven read it).
+fn r_script(csv: &str, w: &Wide) -> String {
+    let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+    let mut out = format!(
+        "# Generated by Casebook: reads {csv} with its factors and labels.\n\
+         data <- read.csv({}, stringsAsFactors = FALSE, check.names = FALSE, na.strings = \"\", \
+         fileEncoding = \"UTF-8\")\n",
+        q(csv)
+    );
+    for (name, info) in w.names.iter().zip(&w.info) {
+        if !info.value_labels.is_empty() {
+            let levels: Vec<String> = info.value_labels.iter().map(|(c, _)| q(c)).collect();
+            let labels: Vec<String> = info.value_labels.iter().map(|(_, l)| q(l)).collect();
+            out.push_str(&format!(
+                "data[[{n}]] <- factor(data[[{n}]], levels = c({}), labels = c({}))\n",
+                levels.join(", "),
+                labels.join(", "),
+                n = q(name)
+            ));
+        }
+        out.push_str(&format!("attr(data[[{}]], \"label\") <- {}\n", q(name), q(&info.label)));
+    }
+    out
+}
+
+/// A Dataset-JSON writer of one item group, with where its items go.
+struct GroupFile {
+    writer: casebook_formats::table_json::DatasetJsonWriter<std::io::BufWriter<std::fs::File>>,
+    name: String,
+    /// Item OID → column index (after the six key columns).
+    items: HashMap<String, usize>,
+    width: usize,
+}
+
+impl App {
+    /// Dataset-JSON: one file per item group of the design (`{base}_{GROUP}.json`), a record per
+    /// participant, event occurrence, form and group row, the keys first.
+    #[allow(clippy::too_many_arguments, clippy::too_many_lines)]
+    async fn extract_dataset_json(
+        &self,
+        study: &casebook_store::studies::StudyRow,
+        design: &StudyDesign,
+        filter: &ExportFilter,
+        dir: &Path,
+        base: &str,
+        included: &(dyn Fn(&str, &ItemDef) -> bool + Sync),
+        event_selected: &(dyn Fn(&str) -> bool + Sync),
+        status_selected: &(dyn Fn(&str) -> bool + Sync),
+        hidden: &(dyn Fn(&ParticipantRow, &str, &str) -> bool + Sync),
+        phi_left_out: Vec<String>,
+    ) -> Result<ExtractOutcome, AppError> {
+        use casebook_formats::table_json::{DatasetJsonMeta, DatasetJsonWriter};
+        use casebook_formats::table_model::{ColumnKind as K, ColumnSpec, TableSpec};
+        let now = self.store().clock().now();
+        let stamp = now.format(&time::format_description::well_known::Rfc3339).map_err(internal)?;
+        let mdv = self.production_design_opt(study.id).await?.map(|(n, _)| format!("v{n}"));
+        let mut groups: HashMap<(String, String), GroupFile> = HashMap::new();
+        for form in &design.forms {
+            let items = form_items(form);
+            let mut group_oids: Vec<String> = Vec::new();
+            for i in &items {
+                if !group_oids.contains(&i.group_oid.to_string()) {
+                    group_oids.push(i.group_oid.to_string());
+                }
+            }
+            for g in group_oids {
+                let mine: Vec<&&ItemDef> =
+                    items.iter().filter(|i| i.group_oid.as_str() == g && included(form.oid.as_str(), i)).collect();
+                let key = |n: &str, l: &str, k: K| ColumnSpec {
+                    name: n.into(),
+                    label: l.into(),
+                    kind: k,
+                    value_labels: Vec::new(),
+                };
+                let mut columns = vec![
+                    key("SUBJID", "Participant", K::Text),
+                    key("SITEID", "Site", K::Text),
+                    key("VISIT", "Event OID", K::Text),
+                    key("VISITNUM", "Event occurrence", K::Integer),
+                    key("FORMOID", "Form", K::Text),
+                    key("IGSEQ", "Row of the item group", K::Integer),
+                ];
+                let mut item_oids: Vec<String> = ["SUBJID", "SITEID", "VISIT", "VISITNUM", "FORMOID", "IGSEQ"]
+                    .iter()
+                    .map(|c| format!("IT.{g}.{c}"))
+                    .collect();
+                let mut map = HashMap::new();
+                for (k, i) in mine.iter().enumerate() {
+                    let info = ColumnInfo::of_item(form, i);
+                    let kind = match info.kind {
+                        Kind::Text => K::Text,
+                        Kind::Integer => K::Integer,
+                        Kind::Decimal => K::Decimal,
+                        Kind::Date => K::Date,
+                        Kind::DateTime => K::DateTime,
+                        Kind::Time => K::Time,
+                    };
+                    columns.push(ColumnSpec {
+                        name: i.name.to_ascii_uppercase(),
+                        label: info.label,
+                        kind,
+                        value_labels: Vec::new(),
+                    });
+                    item_oids.push(i.oid.to_string());
+                    map.insert(i.oid.to_string(), 6 + k);
+                }
+                let width = columns.len();
+                let name = format!("{base}_{g}.json");
+                let file = std::fs::File::create(dir.join(&name)).map_err(internal)?;
+                let meta = DatasetJsonMeta {
+                    creation_date_time: stamp.clone(),
+                    file_oid: Some(format!("{base}.{g}")),
+                    originator: Some("Casebook".into()),
+                    source_system: Some(("Casebook".into(), env!("CARGO_PKG_VERSION").into())),
+                    study_oid: Some(study.oid.clone()),
+                    metadata_version_oid: mdv.clone(),
+                    item_oids,
+                    keys: vec!["SUBJID".into(), "VISIT".into(), "VISITNUM".into(), "IGSEQ".into()],
+                    ..DatasetJsonMeta::default()
+                };
+                let spec = TableSpec { name: g.clone(), label: format!("{} — {g}", form.name), columns };
+                let writer =
+                    DatasetJsonWriter::new(std::io::BufWriter::new(file), spec, &meta, None).map_err(typed_error)?;
+                groups.insert((form.oid.to_string(), g.clone()), GroupFile { writer, name, items: map, width });
+            }
+        }
+        let sites = self.store().sites_of(study.id).await?;
+        let mut outcome =
+            ExtractOutcome { format: "dataset-json", participants: 0, values: 0, files: Vec::new(), phi_left_out };
+        let mut after = 0;
+        loop {
+            let page = self.store().export_participants(filter, after, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            let ids: Vec<i64> = page.iter().map(|p| p.id).collect();
+            let mut events = self.store().export_events(&ids).await?;
+            events.retain(|e| e.removal == "available" && event_selected(&e.event_oid));
+            let event_ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+            let mut forms = self.store().export_forms(&event_ids).await?;
+            forms.retain(|f| f.removal == "available" && status_selected(&f.status));
+            let form_ids: Vec<i64> = forms.iter().map(|f| f.id).collect();
+            let values = self.store().export_values(&form_ids).await?;
+            for p in &page {
+                outcome.participants += 1;
+                let site = sites.iter().find(|s| s.id == p.site_id).map_or(study.oid.clone(), |s| s.oid.clone());
+                for e in events.iter().filter(|e| e.participant_id == p.id) {
+                    for f in forms.iter().filter(|f| f.study_event_id == e.id && !hidden(p, &e.event_oid, &f.form_oid))
+                    {
+                        let start = values.partition_point(|v| v.form_data_id < f.id);
+                        let end = values.partition_point(|v| v.form_data_id <= f.id);
+                        // The form's values by (group, row), in order.
+                        let mut rows: Vec<((String, i32), Vec<&ItemDataRow>)> = Vec::new();
+                        for v in &values[start..end] {
+                            let k = (v.group_oid.clone(), v.row_number);
+                            match rows.iter_mut().find(|(x, _)| *x == k) {
+                                Some((_, list)) => list.push(v),
+                                None => rows.push((k, vec![v])),
+                            }
+                        }
+                        for ((g, row), list) in rows {
+                            let Some(gf) = groups.get_mut(&(f.form_oid.clone(), g)) else { continue };
+                            let mut cells: Vec<Option<String>> = vec![None; gf.width];
+                            cells[0] = Some(p.label.clone());
+                            cells[1] = Some(site.clone());
+                            cells[2] = Some(e.event_oid.clone());
+                            cells[3] = Some(e.repeat_key.to_string());
+                            cells[4] = Some(f.form_oid.clone());
+                            cells[5] = Some(row.to_string());
+                            let mut any = false;
+                            for v in list {
+                                if let (Some(i), Some(value)) = (gf.items.get(&v.item_oid), &v.value) {
+                                    cells[*i] = Some(value.clone());
+                                    outcome.values += 1;
+                                    any = true;
+                                }
+                            }
+                            if any {
+                                let refs: Vec<Option<&str>> = cells.iter().map(Option::as_deref).collect();
+                                gf.writer.row(&refs).map_err(typed_error)?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut files: Vec<GroupFile> = groups.into_values().collect();
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        for gf in files {
+            use std::io::Write as _;
+            gf.writer.finish().map_err(typed_error)?.flush().map_err(internal)?;
+            outcome.files.push(hashed(dir, &gf.name)?);
+        }
+        Ok(outcome)
+    }
 }
