@@ -113,7 +113,9 @@ enum Command {
         /// Study or site OID.
         #[arg(long)]
         study: String,
-        #[arg(long, default_value = "csv-wide", value_parser = ["csv-wide", "csv-long", "tsv", "xlsx", "spss", "sas", "stata", "r", "dataset-json", "odm13", "odm13-oc"])]
+        /// csv-wide, csv-long, tsv, xlsx, spss, sas, stata, r, dataset-json, odm13, odm13-oc, or a
+        /// format module's name (built in: redcap-csv, html-listing; more under DATA_DIR/modules).
+        #[arg(long, default_value = "csv-wide")]
         format: String,
         /// The directory to write into (created if needed).
         #[arg(long)]
@@ -372,7 +374,11 @@ async fn open(settings: &config::Settings) -> Result<App> {
         .with_context(|| format!("connecting to the database {}", config::redact(&url)))?;
     db.migrate().await.context("applying database migrations")?;
     let store = Store::new(db, Arc::new(SystemClock));
-    Ok(App::new(store, settings.security.clone()).with_extracts(settings.server.data_dir.join("extracts"), 2))
+    Ok(App::new(store, settings.security.clone()).with_extracts(
+        settings.server.data_dir.join("extracts"),
+        2,
+        Some(settings.server.data_dir.join("modules")),
+    ))
 }
 
 fn app_error(e: casebook_app::AppError) -> anyhow::Error {
@@ -534,13 +540,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let settings = load(&db, None)?;
             let app = open(&settings).await?;
             let who = app.cli_principal(as_user.as_deref()).await.map_err(app_error)?;
-            let format = casebook_app::extract::TableFormat::parse(&format).map_err(app_error)?;
             let mut selection = match &dataset {
                 Some(name) => app.dataset(&who, &study, name).await.map_err(app_error)?.definition,
                 None => casebook_app::extract::DatasetDefinition::default(),
             };
             selection.include_phi |= include_phi;
-            let outcome = app.extract_tables(&who, &study, format, &selection, &out).await.map_err(app_error)?;
+            let outcome = app.extract_named(&who, &study, &format, &selection, &out).await.map_err(app_error)?;
             for f in &outcome.files {
                 println!("{}  {} bytes  sha256 {}", out.join(&f.name).display(), f.bytes, f.sha256);
             }

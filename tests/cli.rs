@@ -767,3 +767,61 @@ async fn extract_exchange_postgres() {
         extract_exchange(t).await;
     }
 }
+
+/// Format modules: the two built-in examples work (a REDCap-style CSV and an HTML listing); a
+/// module an administrator adds under DATA_DIR/modules is used by name; a broken one is refused
+/// with its template and line; a template cannot read files.
+#[tokio::test]
+async fn extract_format_modules() {
+    let target = Target::sqlite();
+    drop(serve_demo(&target));
+    let dir = temp_dir("modules");
+    let out_dir = dir.to_str().unwrap();
+    let (code, out, err) =
+        run(&["extract", "--study", "S_DEMO", "--format", "redcap-csv", "--out", out_dir], &target, None);
+    assert_eq!(code, 0, "{out}{err}");
+    let csv = std::fs::read_to_string(dir.join("S_DEMO_redcap-csv.csv")).unwrap();
+    let rows = parse_table(&csv, ',');
+    assert_eq!(&rows[0][..2], ["record_id", "redcap_data_access_group"]);
+    let weight = rows[0].iter().position(|c| c == "weight_e1_c1").unwrap_or_else(|| panic!("{:?}", rows[0]));
+    let second = rows.iter().find(|r| r[0] == "DEMO-A-0002").unwrap_or_else(|| panic!("{csv}"));
+    assert_eq!((second[1].as_str(), second[weight].as_str()), ("s_demoa", "71.5"));
+
+    let (code, out, err) =
+        run(&["extract", "--study", "S_DEMO", "--format", "html-listing", "--out", out_dir], &target, None);
+    assert_eq!(code, 0, "{out}{err}");
+    let html = std::fs::read_to_string(dir.join("S_DEMO_html-listing.html")).unwrap();
+    assert!(
+        html.starts_with("<!doctype html>") && html.contains("<td>71.5</td>") && html.contains("participants."),
+        "{html}"
+    );
+
+    // An administrator's module, a broken one, one that tries to read a file.
+    let Target::Sqlite(data) = &target else { unreachable!() };
+    let add = |name: &str, row: &str| {
+        let m = data.join("modules").join(name);
+        std::fs::create_dir_all(&m).unwrap();
+        std::fs::write(
+            m.join("module.json"),
+            format!(r#"{{"name": "{name}", "description": "test", "extension": "txt"}}"#),
+        )
+        .unwrap();
+        std::fs::write(m.join("header.jinja"), "IDS\n").unwrap();
+        std::fs::write(m.join("row.jinja"), row).unwrap();
+    };
+    add("ids", "{{ participant.label }} at {{ participant.site }}");
+    add("broken", "{{ participant.label ");
+    add("snoop", "{% include '/etc/passwd' %}");
+    let (code, out, err) = run(&["extract", "--study", "S_DEMO", "--format", "ids", "--out", out_dir], &target, None);
+    assert_eq!(code, 0, "{out}{err}");
+    let ids = std::fs::read_to_string(dir.join("S_DEMO_ids.txt")).unwrap();
+    assert!(ids.starts_with("IDS\n") && ids.contains("DEMO-A-0002 at S_DEMOA\n"), "{ids}");
+    let (code, _, err) = run(&["extract", "--study", "S_DEMO", "--format", "broken", "--out", out_dir], &target, None);
+    assert_eq!(code, 1);
+    assert!(err.contains("row.jinja line 1"), "{err}");
+    let (code, _, err) = run(&["extract", "--study", "S_DEMO", "--format", "snoop", "--out", out_dir], &target, None);
+    assert_eq!(code, 1);
+    assert!(err.contains("row.jinja") && !err.contains("root:"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+    target.drop_db().await;
+}

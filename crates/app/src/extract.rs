@@ -55,6 +55,8 @@ pub enum TableFormat {
     Odm13,
     /// CDISC ODM 1.3.2 clinical data with OpenClinica's extensions.
     Odm13Oc,
+    /// A format module (templates an administrator added): the wide table through its templates.
+    Module,
 }
 
 impl TableFormat {
@@ -99,6 +101,7 @@ impl TableFormat {
             Self::DatasetJson => "dataset-json",
             Self::Odm13 => "odm13",
             Self::Odm13Oc => "odm13-oc",
+            Self::Module => "module",
         }
     }
 
@@ -231,6 +234,7 @@ enum DataSink {
     Spss(casebook_formats::table::spss_sav::SavWriter<std::io::BufWriter<std::fs::File>>, String),
     Sas(casebook_formats::table::sas_xpt::XptWriter<std::io::BufWriter<std::fs::File>>, String),
     Stata(casebook_formats::table::stata_dta::DtaWriter<std::io::BufWriter<std::fs::File>>, String),
+    Module(Box<crate::modules::ModuleRenderer>, HashedFile, Vec<String>),
 }
 
 fn typed_error(e: impl std::fmt::Display) -> AppError {
@@ -355,7 +359,7 @@ impl DataSink {
             Self::Spss(w, _) => Some(w.long_names().to_vec()),
             Self::Sas(w, _) => Some(w.names().to_vec()),
             Self::Stata(w, _) => Some(w.names().to_vec()),
-            Self::Text(_) | Self::Xlsx(..) => None,
+            Self::Text(_) | Self::Xlsx(..) | Self::Module(..) => None,
         }
     }
 
@@ -363,6 +367,20 @@ impl DataSink {
         let typed: Vec<Option<&str>> = cells.iter().map(|c| Some(c.as_ref()).filter(|c| !c.is_empty())).collect();
         match self {
             Self::Text(f) => f.row(cells),
+            Self::Module(r, f, names) => {
+                let row: serde_json::Map<String, serde_json::Value> = names
+                    .iter()
+                    .zip(cells)
+                    .map(|(n, c)| (n.clone(), serde_json::Value::String(c.as_ref().to_owned())))
+                    .collect();
+                let cell = |i: usize| cells.get(i).map_or("", AsRef::as_ref).to_owned();
+                let text = r.row(serde_json::json!({
+                    "row": row,
+                    "cells": cells.iter().map(|c| c.as_ref().to_owned()).collect::<Vec<_>>(),
+                    "participant": {"label": cell(0), "oid": cell(1), "site": cell(2), "status": cell(3)},
+                }))?;
+                f.raw(text.as_bytes())
+            }
             Self::Xlsx(w, _) => w.row(&typed).map_err(typed_error),
             Self::Spss(w, _) => w.row(&typed).map_err(typed_error),
             Self::Sas(w, _) => w.row(&typed).map_err(typed_error),
@@ -374,6 +392,10 @@ impl DataSink {
         use std::io::Write as _;
         let name = match self {
             Self::Text(f) => return f.finish(),
+            Self::Module(r, mut f, _) => {
+                f.raw(r.footer()?.as_bytes())?;
+                return f.finish();
+            }
             Self::Xlsx(mut w, name) => {
                 w.add_sheet("dictionary", &dictionary_sheet).map_err(typed_error)?;
                 w.finish().map_err(typed_error)?.flush().map_err(internal)?;
@@ -597,16 +619,62 @@ impl App {
         selection: &DatasetDefinition,
         dir: &Path,
     ) -> Result<ExtractOutcome, AppError> {
-        self.extract_tables_for(who, study_or_site_oid, format, selection, dir, None).await
+        self.extract_tables_for(who, study_or_site_oid, format, None, selection, dir, None).await
+    }
+
+    /// The format modules there are (built in and added), and the problems of those left out.
+    #[must_use]
+    pub fn format_modules(&self) -> (Vec<crate::modules::FormatModule>, Vec<String>) {
+        crate::modules::load_modules(self.extracts.modules.as_deref())
+    }
+
+    /// [`Self::extract_tables`] by format name: a built-in format or a module's.
+    ///
+    /// # Errors
+    /// As [`Self::extract_tables`]; [`AppError::Validation`] for a name that is neither (with
+    /// the problems of a module that was left out).
+    pub async fn extract_named(
+        &self,
+        who: &Principal,
+        study_or_site_oid: &str,
+        format: &str,
+        selection: &DatasetDefinition,
+        dir: &Path,
+    ) -> Result<ExtractOutcome, AppError> {
+        match self.resolve_format(format)? {
+            (f, None) => self.extract_tables_for(who, study_or_site_oid, f, None, selection, dir, None).await,
+            (f, Some(m)) => self.extract_tables_for(who, study_or_site_oid, f, Some(&m), selection, dir, None).await,
+        }
+    }
+
+    /// A built-in format, or a module by its name.
+    fn resolve_format(&self, name: &str) -> Result<(TableFormat, Option<crate::modules::FormatModule>), AppError> {
+        if let Ok(f) = TableFormat::parse(name) {
+            return Ok((f, None));
+        }
+        let (modules, problems) = self.format_modules();
+        match modules.into_iter().find(|m| m.manifest.name == name.trim()) {
+            Some(m) => Ok((TableFormat::Module, Some(m))),
+            None => {
+                let mut message = format!(
+                    "'{name}' is not csv-wide, csv-long, tsv, xlsx, spss, sas, stata, r, dataset-json, odm13, odm13-oc or a format module"
+                );
+                if !problems.is_empty() {
+                    message.push_str(&format!(" (modules left out: {})", problems.join("; ")));
+                }
+                Err(AppError::invalid("format", message))
+            }
+        }
     }
 
     /// [`Self::extract_tables`], recording the participants written in run `run` after each page.
-    #[allow(clippy::too_many_lines)]
+    #[allow(clippy::too_many_lines, clippy::too_many_arguments)]
     async fn extract_tables_for(
         &self,
         who: &Principal,
         study_or_site_oid: &str,
         format: TableFormat,
+        module: Option<&crate::modules::FormatModule>,
         selection: &DatasetDefinition,
         dir: &Path,
         run: Option<&str>,
@@ -659,7 +727,7 @@ impl App {
         };
         std::fs::create_dir_all(dir)
             .map_err(|e| crate::error::anyhow_like::msg(format!("creating {}: {e}", dir.display())))?;
-        let base = format!("{}_{}", study.oid, format.name());
+        let base = format!("{}_{}", study.oid, module.map_or(format.name(), |m| m.manifest.name.as_str()));
         if matches!(format, TableFormat::Odm13 | TableFormat::Odm13Oc) {
             let req =
                 crate::export::ClinicalExport { openclinica: format == TableFormat::Odm13Oc, ..Default::default() };
@@ -720,14 +788,51 @@ impl App {
             shape.0.retain(|(e, _)| event_selected(e));
             Some(wide_columns(&design, &shape, &included))
         };
-        let mut data = match &wide {
-            Some(w) if format.typed() => DataSink::typed(format, dir, &base, w, self.store().clock().now())?,
+        let mut data = match (&wide, module) {
+            (Some(w), Some(m)) => {
+                let stamp = self
+                    .store()
+                    .clock()
+                    .now()
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .map_err(internal)?;
+                let columns: Vec<serde_json::Value> = w
+                    .names
+                    .iter()
+                    .zip(&w.info)
+                    .map(|(n, c)| {
+                        let item = w.dictionary.iter().find(|d| &d.0 == n).map(|d| d.3.oid.to_string());
+                        let labels: serde_json::Map<String, serde_json::Value> = c
+                            .value_labels
+                            .iter()
+                            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                            .collect();
+                        serde_json::json!({
+                            "name": n, "label": c.label, "kind": format!("{:?}", c.kind).to_lowercase(),
+                            "item_oid": item, "value_labels": labels,
+                        })
+                    })
+                    .collect();
+                let renderer = crate::modules::ModuleRenderer::new(
+                    m,
+                    serde_json::json!({
+                        "study": {"oid": study.oid, "name": study.name},
+                        "columns": columns,
+                        "extracted_at": stamp,
+                    }),
+                )?;
+                let mut file = HashedFile::create(dir, format!("{base}.{}", m.manifest.extension), ',')?;
+                file.raw(renderer.header()?.as_bytes())?;
+                DataSink::Module(Box::new(renderer), file, w.names.clone())
+            }
+            (Some(w), None) if format.typed() => DataSink::typed(format, dir, &base, w, self.store().clock().now())?,
             _ => DataSink::Text(HashedFile::create(dir, format!("{base}.{}", format.extension()), format.delimiter())?),
         };
+        let module_sink = matches!(data, DataSink::Module(..));
         let mut sheet: Vec<Vec<String>> = Vec::new();
         match &wide {
             Some(w) => {
-                if !format.typed() {
+                if !format.typed() && !module_sink {
                     data.row(&w.names)?;
                 }
                 let short = data.short_names();
@@ -971,12 +1076,21 @@ impl App {
 pub struct ExtractSettings {
     dir: PathBuf,
     slots: tokio::sync::Semaphore,
+    /// Where administrators add format modules.
+    modules: Option<PathBuf>,
 }
 
 impl ExtractSettings {
     #[must_use]
     pub fn new(dir: PathBuf, concurrent: usize) -> Self {
-        Self { dir, slots: tokio::sync::Semaphore::new(concurrent.max(1)) }
+        Self { dir, slots: tokio::sync::Semaphore::new(concurrent.max(1)), modules: None }
+    }
+
+    /// Format modules are read from `dir` too.
+    #[must_use]
+    pub fn with_modules(mut self, dir: PathBuf) -> Self {
+        self.modules = Some(dir);
+        self
     }
 }
 
@@ -1040,7 +1154,8 @@ impl App {
         include_phi: bool,
         dataset: Option<&str>,
     ) -> Result<ExtractRunView, AppError> {
-        let format = TableFormat::parse(format)?;
+        let (resolved, module) = self.resolve_format(format)?;
+        let format_name = module.as_ref().map_or(resolved.name(), |m| m.manifest.name.as_str()).to_owned();
         let (target, study) = self.study_or_site(study_or_site_oid).await?;
         let (study, access) = self.study_with_access(who, &study.oid).await?;
         let sites = self.store().sites_of(study.id).await?;
@@ -1063,7 +1178,7 @@ impl App {
                 id: &id,
                 study_id: study.id,
                 scope_oid: &target.oid,
-                format: format.name(),
+                format: &format_name,
                 include_phi,
                 created_by: Some(who.user_id),
             })
@@ -1088,7 +1203,7 @@ impl App {
 
     async fn run_extract(&self, who: &Principal, id: &str) -> Result<(), AppError> {
         let row = self.store().extract_run(id).await?.ok_or(AppError::NotFound("extract run"))?;
-        let format = TableFormat::parse(&row.format)?;
+        let (format, module) = self.resolve_format(&row.format)?;
         let (target, study) = self.study_or_site(&row.scope_oid).await?;
         let (_, access) = self.study_with_access(who, &study.oid).await?;
         let site_ids: Option<Vec<i64>> = match (target.parent_id.is_some(), access.study_wide()) {
@@ -1115,7 +1230,8 @@ impl App {
         };
         selection.include_phi |= row.include_phi;
         let dir = self.extracts.dir.join(id);
-        let outcome = self.extract_tables_for(who, &row.scope_oid, format, &selection, &dir, Some(id)).await?;
+        let outcome =
+            self.extract_tables_for(who, &row.scope_oid, format, module.as_ref(), &selection, &dir, Some(id)).await?;
         self.store().extract_progress(id, i32::try_from(outcome.participants).unwrap_or(i32::MAX)).await?;
         let files = serde_json::to_string(&outcome.files).map_err(internal)?;
         self.store().finish_extract_run(id, "completed", Some(&files), None).await?;

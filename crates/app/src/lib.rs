@@ -21,6 +21,7 @@ pub mod import;
 pub mod jobs;
 pub mod mail;
 pub mod matrix;
+pub mod modules;
 pub mod notes;
 pub mod review;
 pub mod rules;
@@ -139,10 +140,19 @@ impl App {
     }
 
     /// Extract runs keep their files under `dir` (one folder per run); at most `concurrent`
-    /// run at once, the others wait in the queue.
+    /// run at once, the others wait in the queue; format modules are read from `modules` too.
     #[must_use]
-    pub fn with_extracts(mut self, dir: std::path::PathBuf, concurrent: usize) -> Self {
-        self.extracts = Arc::new(extract::ExtractSettings::new(dir, concurrent));
+    pub fn with_extracts(
+        mut self,
+        dir: std::path::PathBuf,
+        concurrent: usize,
+        modules: Option<std::path::PathBuf>,
+    ) -> Self {
+        let settings = extract::ExtractSettings::new(dir, concurrent);
+        self.extracts = Arc::new(match modules {
+            Some(m) => settings.with_modules(m),
+            None => settings,
+        });
         self
     }
 
