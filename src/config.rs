@@ -11,6 +11,7 @@ pub struct Settings {
     pub http: casebook_web::WebSettings,
     pub security: casebook_app::SecuritySettings,
     pub audit: AuditSettings,
+    pub extract: ExtractSettings,
     pub mail: casebook_app::mail::MailSettings,
     pub log: LogSettings,
 }
@@ -57,6 +58,21 @@ pub struct AuditSettings {
 impl Default for AuditSettings {
     fn default() -> Self {
         Self { seal_interval_seconds: 2 }
+    }
+}
+
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExtractSettings {
+    /// How many extract runs run at once (the others wait in the queue).
+    pub concurrent: usize,
+    /// Finished runs' files are removed after this many days (their record stays).
+    pub retention_days: u32,
+}
+
+impl Default for ExtractSettings {
+    fn default() -> Self {
+        Self { concurrent: 2, retention_days: 90 }
     }
 }
 
@@ -146,6 +162,9 @@ impl Settings {
                         && !u.starts_with("sqlite:")
                 })
                 .map(|u| format!("server.database_url must start with postgres:// or sqlite: (got '{}')", redact(u))),
+            (self.extract.concurrent == 0 || self.extract.concurrent > 16)
+                .then(|| format!("extract.concurrent must be between 1 and 16 (got {})", self.extract.concurrent)),
+            (self.extract.retention_days == 0).then(|| "extract.retention_days must be at least 1".to_owned()),
             (self.audit.seal_interval_seconds == 0 || self.audit.seal_interval_seconds > 3600).then(|| {
                 format!(
                     "audit.seal_interval_seconds must be between 1 and 3600 (got {})",

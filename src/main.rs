@@ -376,7 +376,7 @@ async fn open(settings: &config::Settings) -> Result<App> {
     let store = Store::new(db, Arc::new(SystemClock));
     Ok(App::new(store, settings.security.clone()).with_extracts(
         settings.server.data_dir.join("extracts"),
-        2,
+        settings.extract.concurrent,
         Some(settings.server.data_dir.join("modules")),
     ))
 }
@@ -737,6 +737,27 @@ async fn show_audit(
     Ok(())
 }
 
+/// Every minute: starts the scheduled extracts that are due; every hour: removes the files of
+/// runs older than the retention setting.
+async fn extracts_forever(app: App, retention_days: u32) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    let mut minutes: u32 = 0;
+    loop {
+        tick.tick().await;
+        if let Err(e) = app.run_due_schedules().await {
+            tracing::warn!(error = %e, "starting scheduled extracts failed");
+        }
+        if minutes.is_multiple_of(60) {
+            match app.prune_extracts(retention_days).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(runs = n, "removed the files of old extract runs"),
+                Err(e) => tracing::warn!(error = %e, "pruning old extract runs failed"),
+            }
+        }
+        minutes = minutes.wrapping_add(1);
+    }
+}
+
 /// Reports an import's progress on standard error (a line when a pass starts, then every two
 /// seconds), and cancels it on Ctrl-C: an all-or-nothing import then writes nothing.
 async fn watch_import(progress: std::sync::Arc<casebook_app::import::ImportProgress>) {
@@ -885,12 +906,14 @@ async fn serve(settings: config::Settings, demo: bool) -> Result<()> {
     let sealer = tokio::spawn(seal_forever(app.clone(), settings.audit.seal_interval_seconds));
     let mailer = tokio::spawn(mail_forever(app.clone(), settings.mail.clone()));
     let scheduler = tokio::spawn(rules_forever(app.clone()));
+    let extracts = tokio::spawn(extracts_forever(app.clone(), settings.extract.retention_days));
     println!("Casebook listening on http://{addr} (started in {} ms)", started.elapsed().as_millis());
     tracing::info!(%addr, database = %config::redact(&settings.database_url()?), "listening");
     casebook_web::serve(listener, state, shutdown_signal()).await.context("serving HTTP")?;
     sealer.abort();
     mailer.abort();
     scheduler.abort();
+    extracts.abort();
     if let Err(e) = app.store().seal_audit().await {
         tracing::warn!(error = %e, "final audit seal failed");
     }

@@ -150,6 +150,9 @@ pub struct DatasetDefinition {
     /// Items marked PHI too (for users allowed to see them).
     #[serde(default)]
     pub include_phi: bool,
+    /// Only participants with a change after this time (set by a run, not saved with a dataset).
+    #[serde(skip)]
+    pub changed_since: Option<time::OffsetDateTime>,
 }
 
 /// A saved dataset version as clients see it.
@@ -710,7 +713,7 @@ impl App {
             study_id: study.id,
             site_ids,
             participant_id: None,
-            changed_since: None,
+            changed_since: selection.changed_since,
             include_removed: false,
         };
         let mut phi_left_out: Vec<String> = Vec::new();
@@ -1106,6 +1109,12 @@ pub struct ExtractRunView {
     /// The dataset and version it extracts (`None`: every item).
     pub dataset: Option<String>,
     pub dataset_version: Option<i32>,
+    /// Only participants with a change after this time (a "changed since" run).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub changed_since: Option<time::OffsetDateTime>,
+    /// When the retention setting removed its files (the row stays, as the archive's record).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub pruned_at: Option<time::OffsetDateTime>,
     /// `queued`, `running`, `completed`, `failed` or `cancelled`.
     pub status: String,
     /// Participants written so far, of `total`.
@@ -1153,6 +1162,7 @@ impl App {
         format: &str,
         include_phi: bool,
         dataset: Option<&str>,
+        changed_since: Option<time::OffsetDateTime>,
     ) -> Result<ExtractRunView, AppError> {
         let (resolved, module) = self.resolve_format(format)?;
         let format_name = module.as_ref().map_or(resolved.name(), |m| m.manifest.name.as_str()).to_owned();
@@ -1175,6 +1185,7 @@ impl App {
         self.store()
             .insert_extract_run(&casebook_store::extracts::NewExtractRun {
                 dataset: dataset.as_ref().map(|d| (d.name.as_str(), d.version)),
+                changed_since,
                 id: &id,
                 study_id: study.id,
                 scope_oid: &target.oid,
@@ -1229,6 +1240,7 @@ impl App {
             _ => DatasetDefinition::default(),
         };
         selection.include_phi |= row.include_phi;
+        selection.changed_since = row.changed_since;
         let dir = self.extracts.dir.join(id);
         let outcome =
             self.extract_tables_for(who, &row.scope_oid, format, module.as_ref(), &selection, &dir, Some(id)).await?;
@@ -1261,6 +1273,8 @@ impl App {
             include_phi: row.include_phi,
             dataset: row.dataset_name,
             dataset_version: row.dataset_version,
+            changed_since: row.changed_since,
+            pruned_at: row.pruned_at,
             status: row.status,
             participants: row.participants,
             total: row.total,
@@ -1307,7 +1321,8 @@ impl App {
     /// As [`Self::start_extract`].
     pub async fn retry_extract(&self, who: &Principal, id: &str) -> Result<ExtractRunView, AppError> {
         let run = self.extract_run(Some(who), id).await?;
-        self.start_extract(who, &run.scope, &run.format, run.include_phi, run.dataset.as_deref()).await
+        self.start_extract(who, &run.scope, &run.format, run.include_phi, run.dataset.as_deref(), run.changed_since)
+            .await
     }
 
     /// The path of one file of a completed run, if the user may see the run and the file is one
@@ -1317,6 +1332,9 @@ impl App {
     /// [`AppError::NotFound`].
     pub async fn extract_file(&self, who: &Principal, id: &str, name: &str) -> Result<PathBuf, AppError> {
         let run = self.extract_run(Some(who), id).await?;
+        if run.pruned_at.is_some() {
+            return Err(AppError::NotFound("extract file (removed by the retention setting)"));
+        }
         let file = run.files.iter().find(|f| f.name == name).ok_or(AppError::NotFound("extract file"))?;
         Ok(self.extracts.dir.join(&run.id).join(&file.name))
     }
@@ -1638,5 +1656,260 @@ impl App {
             outcome.files.push(hashed(dir, &gf.name)?);
         }
         Ok(outcome)
+    }
+}
+
+/// A scheduled extract: what to run, and when (UTC).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleInput {
+    pub format: String,
+    /// A site's OID (default: the study).
+    #[serde(default)]
+    pub site: Option<String>,
+    #[serde(default)]
+    pub dataset: Option<String>,
+    #[serde(default)]
+    pub include_phi: bool,
+    /// `daily` or `weekly`.
+    pub every: String,
+    /// `HH:MM`, UTC.
+    pub at: String,
+    /// Weekly: `monday` … `sunday`.
+    #[serde(default)]
+    pub weekday: Option<String>,
+    /// Only participants changed since the schedule's previous run (nightly ETL).
+    #[serde(default)]
+    pub changed_only: bool,
+}
+
+/// A schedule as clients see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScheduleView {
+    pub id: i64,
+    pub scope: String,
+    pub format: String,
+    pub dataset: Option<String>,
+    pub include_phi: bool,
+    pub every: String,
+    /// `HH:MM` UTC.
+    pub at: String,
+    pub weekday: Option<String>,
+    pub changed_only: bool,
+    pub active: bool,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_run_at: Option<time::OffsetDateTime>,
+    pub last_run: Option<String>,
+    pub created_by: Option<String>,
+}
+
+const WEEKDAYS: [&str; 7] = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"];
+
+fn schedule_view(r: casebook_store::extracts::ScheduleRow) -> ScheduleView {
+    ScheduleView {
+        id: r.id,
+        scope: r.scope_oid,
+        format: r.format,
+        dataset: r.dataset_name,
+        include_phi: r.include_phi,
+        every: r.every,
+        at: format!("{:02}:{:02}", r.at_minute / 60, r.at_minute % 60),
+        weekday: r.weekday.and_then(|d| WEEKDAYS.get(usize::try_from(d - 1).ok()?)).map(|d| (*d).to_owned()),
+        changed_only: r.changed_only,
+        active: r.active,
+        last_run_at: r.last_run_at,
+        last_run: r.last_run_id,
+        created_by: r.created_by_username,
+    }
+}
+
+/// The latest time a schedule was due at or before `now`.
+fn last_due(r: &casebook_store::extracts::ScheduleRow, now: time::OffsetDateTime) -> time::OffsetDateTime {
+    let now = now.to_offset(time::UtcOffset::UTC);
+    let minute = time::Duration::minutes(i64::from(r.at_minute));
+    let mut due = now.date().midnight().assume_utc() + minute;
+    if due > now {
+        due -= time::Duration::days(1);
+    }
+    if r.every == "weekly"
+        && let Some(weekday) = r.weekday
+    {
+        while i32::from(due.weekday().number_from_monday()) != weekday {
+            due -= time::Duration::days(1);
+        }
+    }
+    due
+}
+
+impl App {
+    /// Adds a scheduled extract (by whoever may extract); every wrong field is named.
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`]; [`AppError::Validation`].
+    pub async fn add_schedule(
+        &self,
+        who: &Principal,
+        study_oid: &str,
+        input: ScheduleInput,
+    ) -> Result<ScheduleView, AppError> {
+        let (study, access) = self.study_with_access(who, study_oid).await?;
+        let sites = self.store().sites_of(study.id).await?;
+        let may = Self::may(&access, &study, &study, Permission::Extract)
+            || sites.iter().any(|s| access.sees_site(s.id) && Self::may(&access, &study, s, Permission::Extract));
+        if !may {
+            return Err(AppError::Forbidden("schedule extracts in this study"));
+        }
+        let mut errors = Vec::new();
+        if let Err(AppError::Validation(mut e)) = self.resolve_format(&input.format) {
+            errors.append(&mut e);
+        }
+        let scope = match input.site.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            Some(site) => match sites.iter().find(|s| s.oid == site && access.sees_site(s.id)) {
+                Some(s) => s.oid.clone(),
+                None => {
+                    errors.push(casebook_domain::FieldError::new("site", format!("{site} is not a site you see")));
+                    String::new()
+                }
+            },
+            None => study.oid.clone(),
+        };
+        if let Some(d) = input.dataset.as_deref()
+            && self.store().dataset(study.id, d).await?.is_none()
+        {
+            errors.push(casebook_domain::FieldError::new("dataset", format!("there is no dataset {d}")));
+        }
+        let at_minute = input.at.trim().split_once(':').and_then(|(h, m)| {
+            let (h, m) = (h.parse::<i32>().ok()?, m.parse::<i32>().ok()?);
+            ((0..24).contains(&h) && (0..60).contains(&m)).then_some(h * 60 + m)
+        });
+        if at_minute.is_none() {
+            errors.push(casebook_domain::FieldError::new("at", format!("'{}' is not a UTC time HH:MM", input.at)));
+        }
+        let weekday = input.weekday.as_deref().map(|w| WEEKDAYS.iter().position(|d| d.eq_ignore_ascii_case(w.trim())));
+        match (input.every.as_str(), weekday) {
+            ("daily", None) => {}
+            ("weekly", Some(Some(_))) => {}
+            ("weekly", _) => errors.push(casebook_domain::FieldError::new(
+                "weekday",
+                "a weekly extract needs a weekday (monday … sunday)",
+            )),
+            ("daily", Some(_)) => {
+                errors.push(casebook_domain::FieldError::new("weekday", "a daily extract takes no weekday"))
+            }
+            (other, _) => {
+                errors.push(casebook_domain::FieldError::new("every", format!("'{other}' is not daily or weekly")))
+            }
+        }
+        if !errors.is_empty() {
+            return Err(AppError::Validation(errors));
+        }
+        let id = self
+            .store()
+            .insert_schedule(&casebook_store::extracts::NewSchedule {
+                study_id: study.id,
+                scope_oid: &scope,
+                format: input.format.trim(),
+                dataset_name: input.dataset.as_deref(),
+                include_phi: input.include_phi,
+                every: &input.every,
+                at_minute: at_minute.unwrap_or(0),
+                weekday: weekday.flatten().map(|w| i32::try_from(w + 1).unwrap_or(1)),
+                changed_only: input.changed_only,
+                created_by: Some(who.user_id),
+            })
+            .await?;
+        Ok(schedule_view(self.store().schedule(id).await?.ok_or(AppError::NotFound("schedule"))?))
+    }
+
+    /// A study's schedules (site users: theirs).
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] for an invisible study.
+    pub async fn schedules(&self, who: &Principal, study_oid: &str) -> Result<Vec<ScheduleView>, AppError> {
+        let (study, access) = self.study_with_access(who, study_oid).await?;
+        Ok(self
+            .store()
+            .schedules_of(study.id)
+            .await?
+            .into_iter()
+            .filter(|r| access.study_wide() || r.created_by == Some(who.user_id))
+            .map(schedule_view)
+            .collect())
+    }
+
+    /// Stops a schedule (its runs stay in the archive).
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] for an unknown or invisible schedule.
+    pub async fn stop_schedule(&self, who: &Principal, id: i64) -> Result<(), AppError> {
+        let row = self.store().schedule(id).await?.ok_or(AppError::NotFound("schedule"))?;
+        let study = self.store().study_by_id(row.study_id).await?.ok_or(AppError::NotFound("schedule"))?;
+        let (_, access) = self.study_with_access(who, &study.oid).await.map_err(|_| AppError::NotFound("schedule"))?;
+        if !access.study_wide() && row.created_by != Some(who.user_id) {
+            return Err(AppError::NotFound("schedule"));
+        }
+        self.store().deactivate_schedule(id).await?;
+        Ok(())
+    }
+
+    /// Starts the runs of the schedules due now (each claimed once, whichever server asks
+    /// first), as the users who scheduled them; a "changed only" schedule takes the changes
+    /// since its previous run's data cut-off. Returns the runs started.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn run_due_schedules(&self) -> Result<Vec<String>, AppError> {
+        let now = self.store().clock().now();
+        let mut started = Vec::new();
+        for r in self.store().active_schedules().await? {
+            let due = last_due(&r, now);
+            if r.created_at > due || r.last_run_at.is_some_and(|t| t >= due) {
+                continue;
+            }
+            if !self.store().claim_schedule(r.id, due, now).await? {
+                continue;
+            }
+            let Some(user) = r.created_by_username.clone() else { continue };
+            let since = match (&r.last_run_id, r.changed_only) {
+                (Some(previous), true) => self.store().extract_run(previous).await?.and_then(|p| p.cutoff_at),
+                _ => None,
+            };
+            let run = match self.cli_principal(Some(&user)).await {
+                Ok(who) => {
+                    self.start_extract(&who, &r.scope_oid, &r.format, r.include_phi, r.dataset_name.as_deref(), since)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match run {
+                Ok(run) => {
+                    self.store().schedule_ran(r.id, &run.id).await?;
+                    started.push(run.id);
+                }
+                Err(e) => tracing::warn!(schedule = r.id, error = %e, "a scheduled extract could not start"),
+            }
+        }
+        Ok(started)
+    }
+
+    /// Removes the files of runs finished more than `days` ago (their rows stay, marked
+    /// pruned); returns how many runs it pruned.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn prune_extracts(&self, days: u32) -> Result<usize, AppError> {
+        let before = self.store().clock().now() - time::Duration::days(i64::from(days));
+        let ids = self.store().runs_to_prune(before).await?;
+        for id in &ids {
+            let dir = self.extracts.dir.join(id);
+            if dir.exists()
+                && let Err(e) = std::fs::remove_dir_all(&dir)
+            {
+                tracing::warn!(run = %id, error = %e, "removing an old extract's files failed");
+                continue;
+            }
+            self.store().mark_pruned(id).await?;
+        }
+        Ok(ids.len())
     }
 }

@@ -28,6 +28,10 @@ pub struct ExtractRunRow {
     pub finished_at: Option<OffsetDateTime>,
     pub dataset_name: Option<String>,
     pub dataset_version: Option<i32>,
+    /// Only participants with changes after this time.
+    pub changed_since: Option<OffsetDateTime>,
+    /// When the retention setting removed its files.
+    pub pruned_at: Option<OffsetDateTime>,
 }
 
 /// A run to queue.
@@ -41,6 +45,7 @@ pub struct NewExtractRun<'a> {
     pub created_by: Option<i64>,
     /// The dataset (name, version) the run extracts; `None`: every item.
     pub dataset: Option<(&'a str, i32)>,
+    pub changed_since: Option<OffsetDateTime>,
 }
 
 macro_rules! run_select {
@@ -48,7 +53,7 @@ macro_rules! run_select {
         concat!(
             "SELECT r.id, r.study_id, r.scope_oid, r.format, r.include_phi, r.status, r.participants, r.total, \
              r.files, r.design_version, r.cutoff_at, r.error, r.created_by, u.username AS created_by_username, \
-             r.created_at, r.finished_at, r.dataset_name, r.dataset_version \
+             r.created_at, r.finished_at, r.dataset_name, r.dataset_version, r.changed_since, r.pruned_at \
              FROM extract_runs r LEFT JOIN users u ON u.id = r.created_by ",
             $tail
         )
@@ -64,9 +69,9 @@ impl Store {
         let now = self.clock().now();
         on_db!(self.db(), p => sqlx::query(
             "INSERT INTO extract_runs (id, study_id, scope_oid, format, include_phi, status, created_by, created_at, \
-             dataset_name, dataset_version) VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9)")
+             dataset_name, dataset_version, changed_since) VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10)")
             .bind(r.id).bind(r.study_id).bind(r.scope_oid).bind(r.format).bind(r.include_phi).bind(r.created_by).bind(now)
-            .bind(r.dataset.map(|d| d.0)).bind(r.dataset.map(|d| d.1))
+            .bind(r.dataset.map(|d| d.0)).bind(r.dataset.map(|d| d.1)).bind(r.changed_since)
             .execute(p).await?.rows_affected());
         Ok(())
     }
@@ -185,5 +190,156 @@ impl Store {
             total += n;
         }
         Ok(total)
+    }
+}
+
+/// A scheduled extract as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ScheduleRow {
+    pub id: i64,
+    pub study_id: i64,
+    pub scope_oid: String,
+    pub format: String,
+    pub dataset_name: Option<String>,
+    pub include_phi: bool,
+    pub every: String,
+    pub at_minute: i32,
+    pub weekday: Option<i32>,
+    pub changed_only: bool,
+    pub active: bool,
+    pub last_run_at: Option<OffsetDateTime>,
+    pub last_run_id: Option<String>,
+    pub created_by: Option<i64>,
+    pub created_by_username: Option<String>,
+    pub created_at: OffsetDateTime,
+}
+
+/// A schedule to add.
+#[derive(Debug, Clone)]
+pub struct NewSchedule<'a> {
+    pub study_id: i64,
+    pub scope_oid: &'a str,
+    pub format: &'a str,
+    pub dataset_name: Option<&'a str>,
+    pub include_phi: bool,
+    pub every: &'a str,
+    pub at_minute: i32,
+    pub weekday: Option<i32>,
+    pub changed_only: bool,
+    pub created_by: Option<i64>,
+}
+
+macro_rules! schedule_select {
+    ($tail:literal) => {
+        concat!(
+            "SELECT s.id, s.study_id, s.scope_oid, s.format, s.dataset_name, s.include_phi, s.every, s.at_minute, \
+             s.weekday, s.changed_only, s.active, s.last_run_at, s.last_run_id, s.created_by, \
+             u.username AS created_by_username, s.created_at FROM extract_schedules s \
+             LEFT JOIN users u ON u.id = s.created_by ",
+            $tail
+        )
+    };
+}
+
+impl Store {
+    /// Adds a schedule; returns its id.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn insert_schedule(&self, s: &NewSchedule<'_>) -> Result<i64, StoreError> {
+        let now = self.clock().now();
+        Ok(on_db!(self.db(), p => sqlx::query_scalar(
+            "INSERT INTO extract_schedules (study_id, scope_oid, format, dataset_name, include_phi, every, at_minute, \
+             weekday, changed_only, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             RETURNING id")
+            .bind(s.study_id).bind(s.scope_oid).bind(s.format).bind(s.dataset_name).bind(s.include_phi).bind(s.every)
+            .bind(s.at_minute).bind(s.weekday).bind(s.changed_only).bind(s.created_by).bind(now)
+            .fetch_one(p).await?))
+    }
+
+    /// A schedule by id.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn schedule(&self, id: i64) -> Result<Option<ScheduleRow>, StoreError> {
+        Ok(
+            on_db!(self.db(), p => sqlx::query_as(schedule_select!("WHERE s.id = $1")).bind(id).fetch_optional(p).await?),
+        )
+    }
+
+    /// A study's schedules.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn schedules_of(&self, study_id: i64) -> Result<Vec<ScheduleRow>, StoreError> {
+        Ok(on_db!(self.db(), p => sqlx::query_as(schedule_select!("WHERE s.study_id = $1 ORDER BY s.id"))
+            .bind(study_id).fetch_all(p).await?))
+    }
+
+    /// Every active schedule.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn active_schedules(&self) -> Result<Vec<ScheduleRow>, StoreError> {
+        Ok(on_db!(self.db(), p => sqlx::query_as(schedule_select!("WHERE s.active = TRUE ORDER BY s.id"))
+            .fetch_all(p).await?))
+    }
+
+    /// Claims a schedule's run due at `due` (once, whichever server asks first): `true` when
+    /// this caller claimed it.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn claim_schedule(&self, id: i64, due: OffsetDateTime, now: OffsetDateTime) -> Result<bool, StoreError> {
+        let n = on_db!(self.db(), p => sqlx::query(
+            "UPDATE extract_schedules SET last_run_at = $1 WHERE id = $2 AND active = TRUE \
+             AND (last_run_at IS NULL OR last_run_at < $3)")
+            .bind(now).bind(id).bind(due).execute(p).await?.rows_affected());
+        Ok(n == 1)
+    }
+
+    /// Records the run a schedule started.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn schedule_ran(&self, id: i64, run_id: &str) -> Result<(), StoreError> {
+        on_db!(self.db(), p => sqlx::query("UPDATE extract_schedules SET last_run_id = $1 WHERE id = $2")
+            .bind(run_id).bind(id).execute(p).await?.rows_affected());
+        Ok(())
+    }
+
+    /// Stops a schedule (kept for the record).
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn deactivate_schedule(&self, id: i64) -> Result<bool, StoreError> {
+        Ok(
+            on_db!(self.db(), p => sqlx::query("UPDATE extract_schedules SET active = FALSE WHERE id = $1 AND active = TRUE")
+            .bind(id).execute(p).await?.rows_affected())
+                == 1,
+        )
+    }
+
+    /// Finished runs older than `before` whose files are still there.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn runs_to_prune(&self, before: OffsetDateTime) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> = on_db!(self.db(), p => sqlx::query_as(
+            "SELECT id FROM extract_runs WHERE finished_at IS NOT NULL AND finished_at < $1 AND pruned_at IS NULL \
+             AND status IN ('completed', 'failed', 'cancelled') ORDER BY finished_at")
+            .bind(before).fetch_all(p).await?);
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// Records that a run's files were removed.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn mark_pruned(&self, id: &str) -> Result<(), StoreError> {
+        let now = self.clock().now();
+        on_db!(self.db(), p => sqlx::query("UPDATE extract_runs SET pruned_at = $1 WHERE id = $2")
+            .bind(now).bind(id).execute(p).await?.rows_affected());
+        Ok(())
     }
 }

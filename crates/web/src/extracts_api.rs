@@ -22,6 +22,8 @@ pub fn routes() -> Router<AppState> {
         .route("/extracts/{id}/cancel", post(cancel))
         .route("/extracts/{id}/retry", post(retry))
         .route("/extracts/{id}/files/{name}", get(download))
+        .route("/studies/{oid}/extract-schedules", post(add_schedule).get(schedules))
+        .route("/extract-schedules/{id}", axum::routing::delete(stop_schedule))
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -37,6 +39,9 @@ struct StartInput {
     /// A saved dataset (its newest version); default: every item.
     #[serde(default)]
     dataset: Option<String>,
+    /// RFC 3339: only participants with a change after this time.
+    #[serde(default)]
+    changed_since: Option<String>,
 }
 
 async fn start(
@@ -47,9 +52,17 @@ async fn start(
     Json(input): Json<StartInput>,
 ) -> ApiResult<Response> {
     let scope = input.site.unwrap_or(oid);
+    let since = match input.changed_since.as_deref() {
+        None => None,
+        Some(t) => Some(
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| casebook_app::AppError::invalid("changed_since", format!("'{t}' is not an RFC 3339 time")))
+                .rid(&headers)?,
+        ),
+    };
     let run = s
         .app
-        .start_extract(&p, &scope, &input.format, input.include_phi, input.dataset.as_deref())
+        .start_extract(&p, &scope, &input.format, input.include_phi, input.dataset.as_deref(), since)
         .await
         .rid(&headers)?;
     Ok((StatusCode::ACCEPTED, Json(run)).into_response())
@@ -153,4 +166,33 @@ async fn save_dataset(
     Json(definition): Json<casebook_app::extract::DatasetDefinition>,
 ) -> ApiResult<Response> {
     Ok(Json(s.app.save_dataset(&p, &oid, &name, definition).await.rid(&headers)?).into_response())
+}
+
+async fn add_schedule(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path(oid): Path<String>,
+    Json(input): Json<casebook_app::extract::ScheduleInput>,
+) -> ApiResult<Response> {
+    Ok((StatusCode::CREATED, Json(s.app.add_schedule(&p, &oid, input).await.rid(&headers)?)).into_response())
+}
+
+async fn schedules(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path(oid): Path<String>,
+) -> ApiResult<Response> {
+    Ok(Json(serde_json::json!({ "schedules": s.app.schedules(&p, &oid).await.rid(&headers)? })).into_response())
+}
+
+async fn stop_schedule(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(p): Auth,
+    Path(id): Path<i64>,
+) -> ApiResult<Response> {
+    s.app.stop_schedule(&p, id).await.rid(&headers)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -162,6 +162,7 @@ async fn restart_t(t: TestApp) {
                 include_phi: false,
                 created_by: Some(dm.id),
                 dataset: None,
+                changed_since: None,
             })
             .await
             .unwrap();
@@ -176,4 +177,85 @@ async fn restart_t(t: TestApp) {
     assert_eq!(run["status"], "failed", "{run}");
     assert!(run["error"].as_str().unwrap().contains("interrupted"), "{run}");
     assert_eq!(wait(&t, &key, "00000000-0000-4000-8000-0000000000a2").await["status"], "completed");
+}
+
+// A daily schedule starts its run once when due (whatever the number of calls); "changed only"
+// takes the participants changed since the previous run's cut-off; old runs' files are pruned
+// by the retention setting, their record kept.
+both!(scheduled_and_changed_since_extracts_and_retention, schedule_t);
+async fn schedule_t(t: TestApp) {
+    let dm = t.key("demo_dm").await;
+    let crc = t.key("demo_crc").await;
+    let enrol = |n: u32| {
+        let crc = crc.clone();
+        let t = &t;
+        async move {
+            let (s, p) = t
+                .post(
+                    &crc,
+                    "/api/v1/studies/S_DEMO/participants",
+                    json!({"site": "S_DEMOA", "sex": "f", "date_of_birth": "1980-05-05", "enrolled_on": "2026-01-10"}),
+                )
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "{p} ({n})");
+        }
+    };
+    enrol(1).await;
+    enrol(2).await;
+    // Bad schedules are refused with every field named.
+    let (s, e) = t
+        .post(
+            &dm,
+            "/api/v1/studies/S_DEMO/extract-schedules",
+            json!({"format": "nope", "every": "weekly", "at": "25:00", "dataset": "missing"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    for field in ["format", "at", "weekday", "dataset"] {
+        assert!(e.to_string().contains(field), "{field}: {e}");
+    }
+    // The clock is 09:00 UTC; daily at 10:00, changed only.
+    let (s, sched) = t
+        .post(
+            &dm,
+            "/api/v1/studies/S_DEMO/extract-schedules",
+            json!({"format": "csv-long", "every": "daily", "at": "10:00", "changed_only": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{sched}");
+    assert!(t.app.run_due_schedules().await.unwrap().is_empty(), "not due before 10:00");
+    t.clock.advance(time::Duration::hours(1) + time::Duration::minutes(1));
+    let first = t.app.run_due_schedules().await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(t.app.run_due_schedules().await.unwrap().is_empty(), "a due run starts once");
+    let run = wait(&t, &dm, &first[0]).await;
+    assert_eq!((run["status"].as_str(), run["participants"].as_i64()), (Some("completed"), Some(2)), "{run}");
+    assert!(run["changed_since"].is_null(), "the first run takes everything: {run}");
+
+    // A day later: one new participant; the next run takes only it.
+    t.clock.advance(time::Duration::hours(12));
+    enrol(3).await;
+    t.clock.advance(time::Duration::hours(12));
+    let second = t.app.run_due_schedules().await.unwrap();
+    assert_eq!(second.len(), 1);
+    let run2 = wait(&t, &dm, &second[0]).await;
+    assert_eq!(run2["changed_since"], run["cutoff_at"], "{run2}");
+    assert_eq!(run2["participants"], 1, "{run2}");
+    let (_, list) = t.get(&dm, "/api/v1/studies/S_DEMO/extract-schedules").await;
+    assert_eq!(list["schedules"][0]["last_run"], second[0].as_str(), "{list}");
+
+    // Stopped: no more runs.
+    let (s, _) =
+        t.send(&dm, reqwest::Method::DELETE, &format!("/api/v1/extract-schedules/{}", sched["id"]), json!({})).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    t.clock.advance(time::Duration::days(1));
+    assert!(t.app.run_due_schedules().await.unwrap().is_empty());
+
+    // Retention: runs finished more than 30 days ago lose their files, keep their record.
+    t.clock.advance(time::Duration::days(31));
+    assert!(t.app.prune_extracts(30).await.unwrap() >= 2);
+    let (_, pruned) = t.get(&dm, &format!("/api/v1/extracts/{}", first[0])).await;
+    assert!(pruned["pruned_at"].is_string(), "{pruned}");
+    let (s, _) = t.get(&dm, &format!("/api/v1/extracts/{}/files/S_DEMO_csv-long.csv", first[0])).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
 }
