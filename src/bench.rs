@@ -627,6 +627,42 @@ async fn synthetic(app: &App, admin: &Principal, n: usize, dir: &Path) -> Result
         mb(raw_size)
     );
     let _ = std::fs::remove_file(&path);
+    extracts(app, admin, &shape.study_oid, dir).await
+}
+
+/// Each extract format over the whole study (values/s and peak memory), then two extracts at
+/// once.
+async fn extracts(app: &App, admin: &Principal, study_oid: &str, dir: &Path) -> Result<()> {
+    let e = crate::app_error;
+    let all = casebook_app::extract::DatasetDefinition::default();
+    for format in ["csv-wide", "csv-long", "xlsx", "spss", "sas", "stata", "dataset-json", "redcap-csv"] {
+        let out = dir.join(format!("extract-{format}"));
+        let peak = Peak::start();
+        let t = Instant::now();
+        let outcome = app.extract_named(admin, study_oid, format, &all, &out).await.map_err(e)?;
+        let secs = t.elapsed().as_secs_f64();
+        let bytes: u64 = outcome.files.iter().map(|f| f.bytes).sum();
+        row(
+            &format!("extract {format}"),
+            outcome.values,
+            secs,
+            None,
+            &format!("  {:.1} MB, peak RSS {}", mb(bytes), peak.report()),
+        );
+        let _ = std::fs::remove_dir_all(&out);
+    }
+    let (a, b) = (dir.join("extract-a"), dir.join("extract-b"));
+    let peak = Peak::start();
+    let t = Instant::now();
+    let (x, y) = tokio::join!(
+        app.extract_named(admin, study_oid, "csv-long", &all, &a),
+        app.extract_named(admin, study_oid, "spss", &all, &b)
+    );
+    let secs = t.elapsed().as_secs_f64();
+    let values = x.map_err(e)?.values + y.map_err(e)?.values;
+    row("two extracts at once (csv-long + spss)", values, secs, None, &format!("  peak RSS {}", peak.report()));
+    let _ = std::fs::remove_dir_all(&a);
+    let _ = std::fs::remove_dir_all(&b);
     Ok(())
 }
 

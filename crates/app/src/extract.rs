@@ -326,12 +326,13 @@ impl DataSink {
             Kind::DateTime => table::ColumnKind::DateTime,
             Kind::Time => table::ColumnKind::Time,
         };
-        let max_text: u16 = if format == TableFormat::Sas {
-            200
-        } else if format == TableFormat::Spss {
-            255
-        } else {
-            2045
+        // Text columns are fixed-width in these formats: an item's declared length, else a
+        // width every value of a form field fits in practice (SAS's limit is 200; Stata's
+        // classic str244, not its 2045, which would make every row 2 KB a text column).
+        let max_text: u16 = match format {
+            TableFormat::Sas => 200,
+            TableFormat::Spss => 255,
+            _ => 244,
         };
         let spec = table::TableSpec {
             name: base.to_owned(),
