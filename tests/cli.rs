@@ -737,6 +737,31 @@ async fn extract_exchange(target: Target) {
     assert!(row[weight] == "71.5" || row[weight] == 71.5, "{row}");
     assert_eq!(doc["records"].as_u64().unwrap() as usize, doc["rows"].as_array().unwrap().len());
 
+    // Parquet: the same records, typed columns, read by pyarrow.
+    let (code, out, err) =
+        run(&["extract", "--study", "S_DEMO", "--format", "parquet", "--out", out_dir], &target, None);
+    assert_eq!(code, 0, "{out}{err}");
+    let parquet = dir.join("S_DEMO_parquet_IG_VITAL_VS.parquet");
+    let script = format!(
+        "import pyarrow.parquet as pq, json\nt = pq.read_table({parquet:?})\nd = t.to_pydict()\n\
+         print(json.dumps({{'n': t.num_rows, 'types': {{f.name: str(f.type) for f in t.schema}}, \
+         'weights': [[a, b] for a, b in zip(d['SUBJID'], d['WEIGHT'])]}}, default=str))"
+    );
+    let read =
+        Command::new("python3").args(["-c", &script]).output().expect("python3 with pyarrow (pip install pyarrow)");
+    let text = String::from_utf8_lossy(&read.stdout).into_owned();
+    assert!(read.status.success(), "pyarrow: {text}{}", String::from_utf8_lossy(&read.stderr));
+    let read: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(read["n"].as_u64().unwrap() as usize, doc["rows"].as_array().unwrap().len(), "{read}");
+    assert_eq!(
+        (read["types"]["WEIGHT"].as_str(), read["types"]["SUBJID"].as_str()),
+        (Some("double"), Some("string")),
+        "{read}"
+    );
+    assert_eq!(read["types"]["VISITNUM"], "int64", "{read}");
+    let second = read["weights"].as_array().unwrap().iter().find(|r| r[0] == "DEMO-A-0002").unwrap();
+    assert_eq!(second[1].as_f64(), Some(71.5), "{read}");
+
     let (code, out, err) = run(&["extract", "--study", "S_DEMO", "--format", "r", "--out", out_dir], &target, None);
     assert_eq!(code, 0, "{out}{err}");
     let script = std::fs::read_to_string(dir.join("S_DEMO_r.R")).unwrap();

@@ -51,6 +51,8 @@ pub enum TableFormat {
     R,
     /// CDISC Dataset-JSON v1.1, one dataset (file) per item group.
     DatasetJson,
+    /// Apache Parquet, one file per item group, typed columns.
+    Parquet,
     /// CDISC ODM 1.3.2 clinical data.
     Odm13,
     /// CDISC ODM 1.3.2 clinical data with OpenClinica's extensions.
@@ -75,12 +77,13 @@ impl TableFormat {
             "stata" => Ok(Self::Stata),
             "r" => Ok(Self::R),
             "dataset-json" => Ok(Self::DatasetJson),
+            "parquet" => Ok(Self::Parquet),
             "odm13" => Ok(Self::Odm13),
             "odm13-oc" => Ok(Self::Odm13Oc),
             other => Err(AppError::invalid(
                 "format",
                 format!(
-                    "'{other}' is not csv-wide, csv-long, tsv, xlsx, spss, sas, stata, r, dataset-json, odm13 or odm13-oc"
+                    "'{other}' is not csv-wide, csv-long, tsv, xlsx, spss, sas, stata, r, dataset-json, parquet, odm13 or odm13-oc"
                 ),
             )),
         }
@@ -99,6 +102,7 @@ impl TableFormat {
             Self::Stata => "stata",
             Self::R => "r",
             Self::DatasetJson => "dataset-json",
+            Self::Parquet => "parquet",
             Self::Odm13 => "odm13",
             Self::Odm13Oc => "odm13-oc",
             Self::Module => "module",
@@ -661,7 +665,7 @@ impl App {
             Some(m) => Ok((TableFormat::Module, Some(m))),
             None => {
                 let mut message = format!(
-                    "'{name}' is not csv-wide, csv-long, tsv, xlsx, spss, sas, stata, r, dataset-json, odm13, odm13-oc or a format module"
+                    "'{name}' is not csv-wide, csv-long, tsv, xlsx, spss, sas, stata, r, dataset-json, parquet, odm13, odm13-oc or a format module"
                 );
                 if !problems.is_empty() {
                     message.push_str(&format!(" (modules left out: {})", problems.join("; ")));
@@ -769,9 +773,10 @@ impl App {
                     .is_some_and(|x| x.hidden_at(Some(&site_oid_of(p.site_id))))
         };
 
-        if format == TableFormat::DatasetJson {
+        if matches!(format, TableFormat::DatasetJson | TableFormat::Parquet) {
             return self
                 .extract_dataset_json(
+                    format == TableFormat::Parquet,
                     &study,
                     &design,
                     &filter,
@@ -1489,9 +1494,15 @@ fn r_script(csv: &str, w: &Wide) -> String {
     out
 }
 
-/// A Dataset-JSON writer of one item group, with where its items go.
+/// One item group's file writer.
+enum GroupWriter {
+    Json(casebook_formats::table_json::DatasetJsonWriter<std::io::BufWriter<std::fs::File>>),
+    Parquet(Box<casebook_formats::table_parquet::ParquetWriter<std::io::BufWriter<std::fs::File>>>),
+}
+
+/// A per-item-group writer, with where its items go.
 struct GroupFile {
-    writer: casebook_formats::table_json::DatasetJsonWriter<std::io::BufWriter<std::fs::File>>,
+    writer: GroupWriter,
     name: String,
     /// Item OID → column index (after the six key columns).
     items: HashMap<String, usize>,
@@ -1499,11 +1510,13 @@ struct GroupFile {
 }
 
 impl App {
-    /// Dataset-JSON: one file per item group of the design (`{base}_{GROUP}.json`), a record per
-    /// participant, event occurrence, form and group row, the keys first.
+    /// Dataset-JSON or Parquet: one file per item group of the design (`{base}_{GROUP}.json` or
+    /// `.parquet`), a record per participant, event occurrence, form and group row, the keys
+    /// first.
     #[allow(clippy::too_many_arguments, clippy::too_many_lines)]
     async fn extract_dataset_json(
         &self,
+        parquet: bool,
         study: &casebook_store::studies::StudyRow,
         design: &StudyDesign,
         filter: &ExportFilter,
@@ -1571,7 +1584,7 @@ impl App {
                     map.insert(i.oid.to_string(), 6 + k);
                 }
                 let width = columns.len();
-                let name = format!("{base}_{g}.json");
+                let name = format!("{base}_{g}.{}", if parquet { "parquet" } else { "json" });
                 let file = std::fs::File::create(dir.join(&name)).map_err(internal)?;
                 let meta = DatasetJsonMeta {
                     creation_date_time: stamp.clone(),
@@ -1585,8 +1598,17 @@ impl App {
                     ..DatasetJsonMeta::default()
                 };
                 let spec = TableSpec { name: g.clone(), label: format!("{} — {g}", form.name), columns };
-                let writer =
-                    DatasetJsonWriter::new(std::io::BufWriter::new(file), spec, &meta, None).map_err(typed_error)?;
+                let writer = if parquet {
+                    GroupWriter::Parquet(Box::new(
+                        casebook_formats::table_parquet::ParquetWriter::new(std::io::BufWriter::new(file), spec)
+                            .map_err(typed_error)?,
+                    ))
+                } else {
+                    GroupWriter::Json(
+                        DatasetJsonWriter::new(std::io::BufWriter::new(file), spec, &meta, None)
+                            .map_err(typed_error)?,
+                    )
+                };
                 groups.insert((form.oid.to_string(), g.clone()), GroupFile { writer, name, items: map, width });
             }
         }
@@ -1642,7 +1664,10 @@ impl App {
                             }
                             if any {
                                 let refs: Vec<Option<&str>> = cells.iter().map(Option::as_deref).collect();
-                                gf.writer.row(&refs).map_err(typed_error)?;
+                                match &mut gf.writer {
+                                    GroupWriter::Json(w) => w.row(&refs).map_err(typed_error)?,
+                                    GroupWriter::Parquet(w) => w.row(&refs).map_err(typed_error)?,
+                                }
                             }
                         }
                     }
@@ -1653,7 +1678,10 @@ impl App {
         files.sort_by(|a, b| a.name.cmp(&b.name));
         for gf in files {
             use std::io::Write as _;
-            gf.writer.finish().map_err(typed_error)?.flush().map_err(internal)?;
+            match gf.writer {
+                GroupWriter::Json(w) => w.finish().map_err(typed_error)?.flush().map_err(internal)?,
+                GroupWriter::Parquet(w) => w.finish().map_err(typed_error)?.flush().map_err(internal)?,
+            }
             outcome.files.push(hashed(dir, &gf.name)?);
         }
         Ok(outcome)

@@ -12,6 +12,7 @@ pub mod rules;
 pub mod table;
 pub mod table_json;
 pub mod table_model;
+pub mod table_parquet;
 pub mod table_xlsx;
 pub mod workbook;
 pub mod xlsform;
