@@ -850,3 +850,43 @@ async fn extract_format_modules() {
     let _ = std::fs::remove_dir_all(&dir);
     target.drop_db().await;
 }
+
+/// PHI items (the demo's participant initials) are left out of extracts unless a study-level
+/// data manager asks for them; a site user's request is not enough.
+async fn extract_phi(target: Target) {
+    drop(serve_demo(&target));
+    let dir = temp_dir("phi");
+    let out_dir = dir.to_str().unwrap();
+    let dictionary = || std::fs::read_to_string(dir.join("S_DEMO_csv-wide_dictionary.csv")).unwrap();
+    let (code, out, err) = run(&["extract", "--study", "S_DEMO", "--out", out_dir, "--as", "demo_dm"], &target, None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("PHI items left out:") && out.contains("INITIALS"), "{out}");
+    assert!(!dictionary().contains("INITIALS"), "PHI in the dictionary without asking");
+    let (code, out, err) =
+        run(&["extract", "--study", "S_DEMO", "--out", out_dir, "--include-phi", "--as", "demo_dm"], &target, None);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("PHI items left out"), "{out}");
+    assert!(dictionary().lines().any(|l| l.contains("INITIALS") && l.ends_with(",Yes")), "{}", dictionary());
+    let (code, out, err) = run(
+        &["extract", "--study", "S_DEMO", "--out", out_dir, "--include-phi", "--as", "demo_investigator"],
+        &target,
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("PHI items left out:"), "a site investigator got PHI: {out}");
+    assert!(!dictionary().contains("INITIALS"));
+    let _ = std::fs::remove_dir_all(&dir);
+    target.drop_db().await;
+}
+
+#[tokio::test]
+async fn extract_phi_sqlite() {
+    extract_phi(Target::sqlite()).await;
+}
+
+#[tokio::test]
+async fn extract_phi_postgres() {
+    if let Some(t) = Target::postgres().await {
+        extract_phi(t).await;
+    }
+}

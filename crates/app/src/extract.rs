@@ -1037,6 +1037,9 @@ impl App {
             }
             if let Some(id) = run {
                 self.store().extract_progress(id, i32::try_from(outcome.participants).unwrap_or(i32::MAX)).await?;
+                if self.extracts.cancelled().contains(id) {
+                    return Err(AppError::Conflict("the extract was cancelled while it ran".to_owned()));
+                }
             }
         }
         outcome.files.push(data.finish(dir, sheet)?);
@@ -1087,12 +1090,23 @@ pub struct ExtractSettings {
     slots: tokio::sync::Semaphore,
     /// Where administrators add format modules.
     modules: Option<PathBuf>,
+    /// Runs asked to stop while running (checked between pages).
+    cancelled: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl ExtractSettings {
+    fn cancelled(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.cancelled.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     #[must_use]
     pub fn new(dir: PathBuf, concurrent: usize) -> Self {
-        Self { dir, slots: tokio::sync::Semaphore::new(concurrent.max(1)), modules: None }
+        Self {
+            dir,
+            slots: tokio::sync::Semaphore::new(concurrent.max(1)),
+            modules: None,
+            cancelled: std::sync::Mutex::default(),
+        }
     }
 
     /// Format modules are read from `dir` too.
@@ -1209,11 +1223,22 @@ impl App {
         let app = self.clone();
         tokio::spawn(async move {
             let Ok(_slot) = app.extracts.slots.acquire().await else { return };
-            if let Err(e) = app.run_extract(&who, &id).await {
-                tracing::warn!(run = %id, error = %e, "an extract run failed");
-                if let Err(e) = app.store().finish_extract_run(&id, "failed", None, Some(&e.to_string())).await {
-                    tracing::error!(run = %id, error = %e, "recording a failed extract run failed");
+            let outcome = app.run_extract(&who, &id).await;
+            let cancelled = app.extracts.cancelled().remove(&id);
+            let ended = match outcome {
+                Ok(()) => Ok(()),
+                Err(_) if cancelled => {
+                    let _ = std::fs::remove_dir_all(app.extracts.dir.join(&id));
+                    let why = "cancelled while it ran; its partial files were removed";
+                    app.store().finish_extract_run(&id, "cancelled", None, Some(why)).await
                 }
+                Err(e) => {
+                    tracing::warn!(run = %id, error = %e, "an extract run failed");
+                    app.store().finish_extract_run(&id, "failed", None, Some(&e.to_string())).await
+                }
+            };
+            if let Err(e) = ended {
+                tracing::error!(run = %id, error = %e, "recording the end of an extract run failed");
             }
         });
     }
@@ -1309,14 +1334,20 @@ impl App {
         Ok(out)
     }
 
-    /// Cancels a queued run (a running one finishes).
+    /// Cancels a queued run, or asks a running one to stop at its next page (its partial files
+    /// are removed and it ends `cancelled`).
     ///
     /// # Errors
-    /// [`AppError::NotFound`]; [`AppError::InvalidTransition`] for a run not queued.
+    /// [`AppError::NotFound`]; [`AppError::InvalidTransition`] for a finished run.
     pub async fn cancel_extract(&self, who: &Principal, id: &str) -> Result<ExtractRunView, AppError> {
         let run = self.extract_run(Some(who), id).await?;
+        if run.status == "running" {
+            // It stops at its next page, removes what it wrote and ends cancelled.
+            self.extracts.cancelled().insert(id.to_owned());
+            return self.extract_run(Some(who), id).await;
+        }
         if !self.store().cancel_queued_extract(id).await? {
-            return Err(AppError::InvalidTransition(format!("the run is {}, not queued", run.status)));
+            return Err(AppError::InvalidTransition(format!("the run is {}, not queued or running", run.status)));
         }
         self.extract_run(Some(who), id).await
     }

@@ -259,3 +259,36 @@ async fn schedule_t(t: TestApp) {
     let (s, _) = t.get(&dm, &format!("/api/v1/extracts/{}/files/S_DEMO_csv-long.csv", first[0])).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+// Cancelling: a queued run ends cancelled at once; a running one is asked to stop (it stops at
+// its next page); a finished one cannot be cancelled.
+both!(extract_runs_can_be_cancelled_while_queued_or_running, cancel_t);
+async fn cancel_t(t: TestApp) {
+    let study = t.app.store().study_by_oid("S_DEMO").await.unwrap().unwrap();
+    let dm = t.app.store().user_by_username("demo_dm").await.unwrap().unwrap();
+    let key = t.key("demo_dm").await;
+    for id in ["00000000-0000-4000-8000-0000000000b1", "00000000-0000-4000-8000-0000000000b2"] {
+        t.app
+            .store()
+            .insert_extract_run(&casebook_store::extracts::NewExtractRun {
+                id,
+                study_id: study.id,
+                scope_oid: "S_DEMO",
+                format: "csv-long",
+                include_phi: false,
+                created_by: Some(dm.id),
+                dataset: None,
+                changed_since: None,
+            })
+            .await
+            .unwrap();
+    }
+    let (s, run) = t.post(&key, "/api/v1/extracts/00000000-0000-4000-8000-0000000000b1/cancel", json!({})).await;
+    assert_eq!((s, run["status"].as_str()), (StatusCode::OK, Some("cancelled")), "{run}");
+    let running = "00000000-0000-4000-8000-0000000000b2";
+    assert!(t.app.store().start_extract_run(running, t.app.store().clock().now(), None, 10).await.unwrap());
+    let (s, run) = t.post(&key, &format!("/api/v1/extracts/{running}/cancel"), json!({})).await;
+    assert_eq!((s, run["status"].as_str()), (StatusCode::OK, Some("running")), "{run}");
+    let (s, _) = t.post(&key, "/api/v1/extracts/00000000-0000-4000-8000-0000000000b1/cancel", json!({})).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+}
