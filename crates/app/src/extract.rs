@@ -154,6 +154,23 @@ pub struct DatasetDefinition {
     /// Items marked PHI too (for users allowed to see them).
     #[serde(default)]
     pub include_phi: bool,
+    /// Participant columns besides the ID and OID, of `site`, `status`, `sex`, `date_of_birth`,
+    /// `enrolment_date`, `secondary_id`, `group`; `None`: all but `group`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub participant_columns: Option<Vec<String>>,
+    /// Event columns, of `start_date`, `end_date`, `status`, `location`, `age_at_event`;
+    /// `None`: `start_date` and `status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_columns: Option<Vec<String>>,
+    /// Form columns, of `version`, `status`; `None`: both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub form_columns: Option<Vec<String>>,
+    /// Only event occurrences starting on or after this date (`YYYY-MM-DD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_from: Option<String>,
+    /// Only event occurrences starting on or before this date (`YYYY-MM-DD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_to: Option<String>,
     /// Only participants with a change after this time (set by a run, not saved with a dataset).
     #[serde(skip)]
     pub changed_since: Option<time::OffsetDateTime>,
@@ -382,10 +399,14 @@ impl DataSink {
                     .map(|(n, c)| (n.clone(), serde_json::Value::String(c.as_ref().to_owned())))
                     .collect();
                 let cell = |i: usize| cells.get(i).map_or("", AsRef::as_ref).to_owned();
+                let named = |n: &str| row.get(n).cloned().unwrap_or(serde_json::Value::String(String::new()));
+                let participant = serde_json::json!({
+                    "label": cell(0), "oid": cell(1), "site": named("Site"), "status": named("Status"),
+                });
                 let text = r.row(serde_json::json!({
                     "row": row,
                     "cells": cells.iter().map(|c| c.as_ref().to_owned()).collect::<Vec<_>>(),
-                    "participant": {"label": cell(0), "oid": cell(1), "site": cell(2), "status": cell(3)},
+                    "participant": participant,
                 }))?;
                 f.raw(text.as_bytes())
             }
@@ -453,6 +474,9 @@ fn repeating_group(form: &FormDef, group_oid: &str) -> bool {
     form.versions.iter().flat_map(|v| v.groups.iter()).any(|g| g.oid.as_str() == group_oid && g.is_repeating())
 }
 
+/// Attribute columns of an event or form: (column index, attribute name).
+type AttributeColumns = Vec<(usize, &'static str)>;
+
 /// Where a value goes in the wide table.
 type Slot = (String, i32, String, String, i32, String);
 
@@ -465,9 +489,11 @@ struct Wide {
     /// Item values by their place.
     items: HashMap<Slot, usize>,
     /// Event start and status by (event, repeat).
-    events: HashMap<(String, i32), (usize, usize)>,
+    /// Event attribute columns by (event, repeat): (column, attribute).
+    events: HashMap<(String, i32), AttributeColumns>,
     /// Form version and status by (event, repeat, form).
-    forms: HashMap<(String, i32, String), (usize, usize)>,
+    /// Form attribute columns by (event, repeat, form): (column, attribute).
+    forms: HashMap<(String, i32, String), AttributeColumns>,
     /// Dictionary rows: column, event, form, item.
     dictionary: Vec<(String, String, String, ItemDef)>,
 }
@@ -523,20 +549,122 @@ impl ColumnInfo {
     }
 }
 
-const PARTICIPANT_COLUMNS: [&str; 8] =
-    ["SubjectID", "SubjectOID", "Site", "Status", "Sex", "DateOfBirth", "EnrolmentDate", "SecondaryID"];
+/// Participant attributes: (dataset name, column name, kind), in column order.
+const PARTICIPANT_ATTRIBUTES: [(&str, &str, Kind); 7] = [
+    ("site", "Site", Kind::Text),
+    ("status", "Status", Kind::Text),
+    ("sex", "Sex", Kind::Text),
+    ("date_of_birth", "DateOfBirth", Kind::Text),
+    ("enrolment_date", "EnrolmentDate", Kind::Date),
+    ("secondary_id", "SecondaryID", Kind::Text),
+    ("group", "Group", Kind::Text),
+];
+/// Event attributes: (dataset name, column prefix, label, kind).
+const EVENT_ATTRIBUTES: [(&str, &str, &str, Kind); 5] = [
+    ("start_date", "StartDate", "start date", Kind::Date),
+    ("end_date", "EndDate", "end date", Kind::Date),
+    ("status", "EventStatus", "status", Kind::Text),
+    ("location", "Location", "location", Kind::Text),
+    ("age_at_event", "AgeAtEvent", "age at the event (years)", Kind::Integer),
+];
+/// Form attributes: (dataset name, column prefix, label).
+const FORM_ATTRIBUTES: [(&str, &str, &str); 2] =
+    [("version", "CRFVersion", "version"), ("status", "CRFStatus", "status")];
+
+/// The attribute columns a dataset asks for.
+struct Attributes {
+    participant: Vec<&'static str>,
+    event: Vec<&'static str>,
+    form: Vec<&'static str>,
+}
+
+impl Attributes {
+    fn of(d: &DatasetDefinition) -> Self {
+        let pick = |asked: &Option<Vec<String>>, all: &[&'static str], default: &[&'static str]| -> Vec<&'static str> {
+            match asked {
+                None => default.to_vec(),
+                Some(list) => all.iter().copied().filter(|a| list.iter().any(|x| x == a)).collect(),
+            }
+        };
+        let p_all: Vec<&'static str> = PARTICIPANT_ATTRIBUTES.iter().map(|a| a.0).collect();
+        let e_all: Vec<&'static str> = EVENT_ATTRIBUTES.iter().map(|a| a.0).collect();
+        let f_all: Vec<&'static str> = FORM_ATTRIBUTES.iter().map(|a| a.0).collect();
+        Self {
+            participant: pick(&d.participant_columns, &p_all, &p_all[..6]),
+            event: pick(&d.event_columns, &e_all, &["start_date", "status"]),
+            form: pick(&d.form_columns, &f_all, &f_all),
+        }
+    }
+}
+
+/// The unknown attribute names of a dataset, as field errors.
+fn attribute_errors(d: &DatasetDefinition) -> Vec<casebook_domain::FieldError> {
+    let mut out = Vec::new();
+    let known_p: Vec<&str> = PARTICIPANT_ATTRIBUTES.iter().map(|a| a.0).collect();
+    let known_e: Vec<&str> = EVENT_ATTRIBUTES.iter().map(|a| a.0).collect();
+    let known_f: Vec<&str> = FORM_ATTRIBUTES.iter().map(|a| a.0).collect();
+    for (field, asked, known) in [
+        ("participant_columns", &d.participant_columns, &known_p),
+        ("event_columns", &d.event_columns, &known_e),
+        ("form_columns", &d.form_columns, &known_f),
+    ] {
+        for (i, a) in asked.iter().flatten().enumerate() {
+            if !known.contains(&a.as_str()) {
+                out.push(casebook_domain::FieldError::new(
+                    format!("{field}[{i}]"),
+                    format!("'{a}' is not one of {}", known.join(", ")),
+                ));
+            }
+        }
+    }
+    for (field, v) in [("start_from", &d.start_from), ("start_to", &d.start_to)] {
+        if let Some(v) = v
+            && iso_date(v).is_none()
+        {
+            out.push(casebook_domain::FieldError::new(field, format!("'{v}' is not a date YYYY-MM-DD")));
+        }
+    }
+    if let (Some(a), Some(b)) = (d.start_from.as_deref().and_then(iso_date), d.start_to.as_deref().and_then(iso_date))
+        && b < a
+    {
+        out.push(casebook_domain::FieldError::new("start_to", "is before start_from"));
+    }
+    out
+}
+
+fn iso_date(s: &str) -> Option<time::Date> {
+    time::Date::parse(s.trim(), time::macros::format_description!("[year]-[month]-[day]")).ok()
+}
+
+/// Whole years from a date of birth (`YYYY-MM-DD`, or a year) to a date.
+fn age_at(dob: &str, at: time::Date) -> Option<i32> {
+    if let Ok(d) = time::Date::parse(dob, time::macros::format_description!("[year]-[month]-[day]")) {
+        let mut years = at.year() - d.year();
+        if (at.month() as u8, at.day()) < (d.month() as u8, d.day()) {
+            years -= 1;
+        }
+        return Some(years);
+    }
+    dob.parse::<i32>().ok().map(|y| at.year() - y)
+}
 
 fn wide_columns(
     design: &StudyDesign,
     shape: &casebook_store::export::DataShape,
     included: &dyn Fn(&str, &ItemDef) -> bool,
+    attrs: &Attributes,
 ) -> Wide {
+    let chosen: Vec<&(&str, &str, Kind)> =
+        PARTICIPANT_ATTRIBUTES.iter().filter(|a| attrs.participant.contains(&a.0)).collect();
+    let mut names: Vec<String> = vec!["SubjectID".to_owned(), "SubjectOID".to_owned()];
+    let mut info = vec![ColumnInfo::plain("SubjectID", Kind::Text), ColumnInfo::plain("SubjectOID", Kind::Text)];
+    for (_, column, kind) in chosen {
+        names.push((*column).to_owned());
+        info.push(ColumnInfo::plain(column, *kind));
+    }
     let mut w = Wide {
-        names: PARTICIPANT_COLUMNS.iter().map(|s| (*s).to_owned()).collect(),
-        info: PARTICIPANT_COLUMNS
-            .iter()
-            .map(|c| ColumnInfo::plain(c, if *c == "EnrolmentDate" { Kind::Date } else { Kind::Text }))
-            .collect(),
+        names,
+        info,
         items: HashMap::new(),
         events: HashMap::new(),
         forms: HashMap::new(),
@@ -546,19 +674,23 @@ fn wide_columns(
         let Some(&(_, max_repeat)) = shape.0.iter().find(|(e, _)| e == def.oid.as_str()) else { continue };
         for repeat in 1..=max_repeat {
             let se = if def.repeating { format!("E{}_{repeat}", e_pos + 1) } else { format!("E{}", e_pos + 1) };
-            w.events.insert((def.oid.to_string(), repeat), (w.names.len(), w.names.len() + 1));
-            w.names.push(format!("StartDate_{se}"));
-            w.info.push(ColumnInfo::plain(&format!("{} {repeat}: start date", def.name), Kind::Date));
-            w.names.push(format!("EventStatus_{se}"));
-            w.info.push(ColumnInfo::plain(&format!("{} {repeat}: status", def.name), Kind::Text));
+            let mut cols = Vec::new();
+            for (attr, prefix, label, kind) in EVENT_ATTRIBUTES.iter().filter(|a| attrs.event.contains(&a.0)) {
+                cols.push((w.names.len(), *attr));
+                w.names.push(format!("{prefix}_{se}"));
+                w.info.push(ColumnInfo::plain(&format!("{} {repeat}: {label}", def.name), *kind));
+            }
+            w.events.insert((def.oid.to_string(), repeat), cols);
             for (c_pos, ef) in def.forms.iter().enumerate() {
                 let Some(form) = design.form(ef.form_oid.as_str()) else { continue };
                 let sc = format!("{se}_C{}", c_pos + 1);
-                w.forms.insert((def.oid.to_string(), repeat, form.oid.to_string()), (w.names.len(), w.names.len() + 1));
-                w.names.push(format!("CRFVersion_{sc}"));
-                w.info.push(ColumnInfo::plain(&format!("{}: version", form.name), Kind::Text));
-                w.names.push(format!("CRFStatus_{sc}"));
-                w.info.push(ColumnInfo::plain(&format!("{}: status", form.name), Kind::Text));
+                let mut cols = Vec::new();
+                for (attr, prefix, label) in FORM_ATTRIBUTES.iter().filter(|a| attrs.form.contains(&a.0)) {
+                    cols.push((w.names.len(), *attr));
+                    w.names.push(format!("{prefix}_{sc}"));
+                    w.info.push(ColumnInfo::plain(&format!("{}: {label}", form.name), Kind::Text));
+                }
+                w.forms.insert((def.oid.to_string(), repeat, form.oid.to_string()), cols);
                 for item in form_items(form) {
                     if !included(form.oid.as_str(), item) {
                         continue;
@@ -689,6 +821,14 @@ impl App {
     ) -> Result<ExtractOutcome, AppError> {
         let include_phi = selection.include_phi;
         let event_selected = |e: &str| selection.events.is_empty() || selection.events.iter().any(|x| x == e);
+        let in_range = |e: &StudyEventRow| {
+            let start = e.start_at.map(|t| t.date());
+            match (selection.start_from.as_deref().and_then(iso_date), selection.start_to.as_deref().and_then(iso_date))
+            {
+                (None, None) => true,
+                (from, to) => start.is_some_and(|d| from.is_none_or(|f| d >= f) && to.is_none_or(|t| d <= t)),
+            }
+        };
         let status_selected = |status: &str| match selection.form_status {
             FormStatusFilter::Both => true,
             FormStatusFilter::Complete => status == "complete",
@@ -795,7 +935,7 @@ impl App {
         } else {
             let mut shape = self.store().extract_shape(&filter).await?;
             shape.0.retain(|(e, _)| event_selected(e));
-            Some(wide_columns(&design, &shape, &included))
+            Some(wide_columns(&design, &shape, &included, &Attributes::of(selection)))
         };
         let mut data = match (&wide, module) {
             (Some(w), Some(m)) => {
@@ -940,27 +1080,41 @@ impl App {
                 let site = site_oid_of(p.site_id);
                 let mut row: Vec<String> =
                     wide.as_ref().map(|w| vec![String::new(); w.names.len()]).unwrap_or_default();
-                if wide.is_some() {
-                    let fixed = [
-                        p.label.clone(),
-                        p.oid.clone(),
-                        site.clone(),
-                        p.status.clone(),
-                        p.sex.clone().unwrap_or_default(),
-                        p.date_of_birth.clone().unwrap_or_default(),
-                        p.enrolled_on.clone(),
-                        p.secondary_label.clone().unwrap_or_default(),
-                    ];
-                    for (i, v) in fixed.into_iter().enumerate() {
-                        row[i] = v;
+                if let Some(w) = &wide {
+                    row[0].clone_from(&p.label);
+                    row[1].clone_from(&p.oid);
+                    for (i, name) in w.names.iter().enumerate().skip(2).take(PARTICIPANT_ATTRIBUTES.len()) {
+                        row[i] = match name.as_str() {
+                            "Site" => site.clone(),
+                            "Status" => p.status.clone(),
+                            "Sex" => p.sex.clone().unwrap_or_default(),
+                            "DateOfBirth" => p.date_of_birth.clone().unwrap_or_default(),
+                            "EnrolmentDate" => p.enrolled_on.clone(),
+                            "SecondaryID" => p.secondary_label.clone().unwrap_or_default(),
+                            "Group" => p.group_name.clone().unwrap_or_default(),
+                            _ => break,
+                        };
                     }
                 }
-                for e in events.iter().filter(|e| e.participant_id == p.id && event_selected(&e.event_oid)) {
-                    if let Some((start, status)) =
-                        wide.as_ref().and_then(|w| w.events.get(&(e.event_oid.clone(), e.repeat_key)))
-                    {
-                        row[*start] = e.start_at.map(|t| t.date().to_string()).unwrap_or_default();
-                        row[*status] = e.status.clone();
+                for e in
+                    events.iter().filter(|e| e.participant_id == p.id && event_selected(&e.event_oid) && in_range(e))
+                {
+                    if let Some(cols) = wide.as_ref().and_then(|w| w.events.get(&(e.event_oid.clone(), e.repeat_key))) {
+                        for (i, attr) in cols {
+                            row[*i] = match *attr {
+                                "start_date" => e.start_at.map(|t| t.date().to_string()).unwrap_or_default(),
+                                "end_date" => e.end_at.map(|t| t.date().to_string()).unwrap_or_default(),
+                                "status" => e.status.clone(),
+                                "location" => e.location.clone().unwrap_or_default(),
+                                _ => p
+                                    .date_of_birth
+                                    .as_deref()
+                                    .zip(e.start_at)
+                                    .and_then(|(dob, start)| age_at(dob, start.date()))
+                                    .map(|a| a.to_string())
+                                    .unwrap_or_default(),
+                            };
+                        }
                     }
                     for f in forms.iter().filter(|f| {
                         f.study_event_id == e.id && !hidden(p, &e.event_oid, &f.form_oid) && status_selected(&f.status)
@@ -968,12 +1122,13 @@ impl App {
                         let version_label = design
                             .form_version(&f.form_version_oid)
                             .map_or(f.form_version_oid.clone(), |(_, v)| v.label.clone());
-                        if let Some((v, s)) = wide
+                        if let Some(cols) = wide
                             .as_ref()
                             .and_then(|w| w.forms.get(&(e.event_oid.clone(), e.repeat_key, f.form_oid.clone())))
                         {
-                            row[*v] = version_label.clone();
-                            row[*s] = f.status.clone();
+                            for (i, attr) in cols {
+                                row[*i] = if *attr == "version" { version_label.clone() } else { f.status.clone() };
+                            }
                         }
                         let Some(form_def) = design.form(&f.form_oid) else { continue };
                         let items = form_items(form_def);
@@ -1453,6 +1608,7 @@ impl App {
                 ));
             }
         }
+        errors.extend(attribute_errors(&definition));
         if !errors.is_empty() {
             return Err(AppError::Validation(errors));
         }

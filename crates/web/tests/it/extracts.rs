@@ -292,3 +292,67 @@ async fn cancel_t(t: TestApp) {
     let (s, _) = t.post(&key, "/api/v1/extracts/00000000-0000-4000-8000-0000000000b1/cancel", json!({})).await;
     assert_eq!(s, StatusCode::CONFLICT);
 }
+
+// A dataset picks its participant, event and form columns and a range of event start dates.
+both!(datasets_choose_their_columns_and_date_range, columns_t);
+async fn columns_t(t: TestApp) {
+    let dm = t.key("demo_dm").await;
+    let crc = t.key("demo_crc").await;
+    for (dob, start) in [("1980-05-05", "2026-02-01T09:00:00Z"), ("1990-12-31", "2026-06-01T09:00:00Z")] {
+        let (s, p) = t
+            .post(
+                &crc,
+                "/api/v1/studies/S_DEMO/participants",
+                json!({"site": "S_DEMOA", "sex": "f", "date_of_birth": dob, "enrolled_on": "2026-01-10"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{p}");
+        let label = p["label"].as_str().unwrap();
+        let (s, e) = t
+            .post(
+                &crc,
+                &format!("/api/v1/studies/S_DEMO/participants/{label}/events"),
+                json!({"event": "SE_BASELINE", "start": start}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{e}");
+    }
+    let put = |body: Value| {
+        let dm = dm.clone();
+        let t = &t;
+        async move { t.send(&dm, reqwest::Method::PUT, "/api/v1/studies/S_DEMO/datasets/Ages", body).await }
+    };
+    let (s, e) = put(json!({"participant_columns": ["shoe_size"], "event_columns": ["weather"], "start_from": "2026-03-01", "start_to": "2026-01-01"})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    for needle in ["shoe_size", "weather", "start_to"] {
+        assert!(e.to_string().contains(needle), "{needle}: {e}");
+    }
+    let (s, d) = put(json!({
+        "events": ["SE_BASELINE"], "participant_columns": ["sex"], "event_columns": ["start_date", "age_at_event"],
+        "form_columns": [], "start_from": "2026-01-01", "start_to": "2026-03-31"
+    }))
+    .await;
+    assert_eq!(s, StatusCode::OK, "{d}");
+    let (_, run) =
+        t.post(&dm, "/api/v1/studies/S_DEMO/extracts", json!({"format": "csv-wide", "dataset": "Ages"})).await;
+    let done = wait(&t, &dm, run["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let r = crate::client()
+        .get(t.url(&format!("/api/v1/extracts/{}/files/S_DEMO_csv-wide.csv", done["id"].as_str().unwrap())))
+        .bearer_auth(&dm)
+        .send()
+        .await
+        .unwrap();
+    let body = r.text().await.unwrap();
+    let mut lines = body.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(&header[..5], ["SubjectID", "SubjectOID", "Sex", "StartDate_E1", "AgeAtEvent_E1"], "{body}");
+    assert!(
+        !header.iter().any(|h| h.starts_with("CRFVersion") || h.starts_with("EventStatus") || *h == "Site"),
+        "{body}"
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    // The first participant's visit is in the range (age 45), the second's is not (left empty).
+    assert!(rows.iter().any(|r| r[3] == "2026-02-01" && r[4] == "45"), "{body}");
+    assert!(rows.iter().any(|r| r[3].is_empty() && r[4].is_empty()), "{body}");
+}
