@@ -424,7 +424,7 @@ async fn killed_import(target: Target) {
     let (start, end) =
         (out.find("<SubjectData").unwrap(), out.rfind("</SubjectData>").unwrap() + "</SubjectData>".len());
     let subject = &out[start..end];
-    // The participant's open vital signs 600 times, the weight changing each time.
+    // The participant's open vital signs 3,000 times (long enough to be caught writing on a fast machine), the weight changing each time.
     let twice = format!(
         "{}{}",
         subject.replacen(r#"Value="71.5""#, r#"Value="72""#, 1),
@@ -432,7 +432,7 @@ async fn killed_import(target: Target) {
     );
     let file = temp_dir("kill").join("long.xml");
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-    std::fs::write(&file, format!("{}{}{}", &out[..start], twice.repeat(300), &out[end..])).unwrap();
+    std::fs::write(&file, format!("{}{}{}", &out[..start], twice.repeat(1500), &out[end..])).unwrap();
     let before = target.counts().await;
 
     let mut child = Command::new(BIN)
@@ -474,11 +474,11 @@ async fn killed_import(target: Target) {
     // The same import, left to finish, writes it all.
     let (code, report, err) = run(&["import", file.to_str().unwrap(), "--study", "S_DEMO"], &target, None);
     assert_eq!(code, 0, "{report}{err}");
-    assert!(report.contains("imported: 600 form(s) changed"), "{report}");
+    assert!(report.contains("imported: 3000 form(s) changed"), "{report}");
     let (_, now, _) = run(&["export", "--study", "S_DEMO", "--participant", "DEMO-A-0002"], &target, None);
     assert!(now.contains(r#"Value="73""#), "{now}");
     let after = target.counts().await;
-    assert!(after.0 >= before.0 + 600, "{before:?} {after:?}");
+    assert!(after.0 >= before.0 + 3000, "{before:?} {after:?}");
     target.drop_db().await;
 }
 
