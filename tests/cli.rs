@@ -777,6 +777,21 @@ async fn extract_exchange(target: Target) {
     let odm = std::fs::read_to_string(dir.join("S_DEMO_odm13.xml")).unwrap();
     let (_, exported, _) = run(&["export", "--study", "S_DEMO"], &target, None);
     assert_eq!(odm.matches("<ItemData ").count(), exported.matches("<ItemData ").count());
+    // Full ODM: the design, AdminData and the data with audit records, in one document.
+    let (code, out, err) =
+        run(&["extract", "--study", "S_DEMO", "--format", "odm13-full", "--out", out_dir], &target, None);
+    assert_eq!(code, 0, "{out}{err}");
+    let full = std::fs::read_to_string(dir.join("S_DEMO_odm13-full.xml")).unwrap();
+    assert!(
+        full.contains("<Study OID=\"S_DEMO\"") && full.contains("<AdminData") && full.contains("<AuditRecord"),
+        "{full}"
+    );
+    // Long, tab-delimited: a row per value.
+    let (code, out, err) =
+        run(&["extract", "--study", "S_DEMO", "--format", "tsv-long", "--out", out_dir], &target, None);
+    assert_eq!(code, 0, "{out}{err}");
+    let tsv = parse_table(&std::fs::read_to_string(dir.join("S_DEMO_tsv-long.tsv")).unwrap(), '\t');
+    assert_eq!(tsv.len() - 1, exported.matches("<ItemData ").count());
     let _ = std::fs::remove_dir_all(&dir);
     target.drop_db().await;
 }

@@ -57,6 +57,11 @@ pub enum TableFormat {
     Odm13,
     /// CDISC ODM 1.3.2 clinical data with OpenClinica's extensions.
     Odm13Oc,
+    /// CDISC ODM 1.3.2 full: the design, AdminData and the clinical data with audit records and
+    /// signatures, in one document.
+    Odm13Full,
+    /// Tab-delimited, one row per value.
+    TsvLong,
     /// A format module (templates an administrator added): the wide table through its templates.
     Module,
 }
@@ -80,10 +85,12 @@ impl TableFormat {
             "parquet" => Ok(Self::Parquet),
             "odm13" => Ok(Self::Odm13),
             "odm13-oc" => Ok(Self::Odm13Oc),
+            "odm13-full" => Ok(Self::Odm13Full),
+            "tsv-long" => Ok(Self::TsvLong),
             other => Err(AppError::invalid(
                 "format",
                 format!(
-                    "'{other}' is not csv-wide, csv-long, tsv, xlsx, spss, sas, stata, r, dataset-json, parquet, odm13 or odm13-oc"
+                    "'{other}' is not csv-wide, csv-long, tsv, tsv-long, xlsx, spss, sas, stata, r, dataset-json, parquet, odm13, odm13-oc or odm13-full"
                 ),
             )),
         }
@@ -105,17 +112,19 @@ impl TableFormat {
             Self::Parquet => "parquet",
             Self::Odm13 => "odm13",
             Self::Odm13Oc => "odm13-oc",
+            Self::Odm13Full => "odm13-full",
+            Self::TsvLong => "tsv-long",
             Self::Module => "module",
         }
     }
 
     fn delimiter(self) -> char {
-        if self == Self::Tsv { '\t' } else { ',' }
+        if matches!(self, Self::Tsv | Self::TsvLong) { '\t' } else { ',' }
     }
 
     /// The dictionary's extension (text formats: the table's).
     fn extension(self) -> &'static str {
-        if self == Self::Tsv { "tsv" } else { "csv" }
+        if matches!(self, Self::Tsv | Self::TsvLong) { "tsv" } else { "csv" }
     }
 
     /// A binary file of typed columns (values only; null flavours are missing values there).
@@ -797,7 +806,7 @@ impl App {
             Some(m) => Ok((TableFormat::Module, Some(m))),
             None => {
                 let mut message = format!(
-                    "'{name}' is not csv-wide, csv-long, tsv, xlsx, spss, sas, stata, r, dataset-json, parquet, odm13, odm13-oc or a format module"
+                    "'{name}' is not csv-wide, csv-long, tsv, tsv-long, xlsx, spss, sas, stata, r, dataset-json, parquet, odm13, odm13-oc, odm13-full or a format module"
                 );
                 if !problems.is_empty() {
                     message.push_str(&format!(" (modules left out: {})", problems.join("; ")));
@@ -876,21 +885,29 @@ impl App {
         std::fs::create_dir_all(dir)
             .map_err(|e| crate::error::anyhow_like::msg(format!("creating {}: {e}", dir.display())))?;
         let base = format!("{}_{}", study.oid, module.map_or(format.name(), |m| m.manifest.name.as_str()));
-        if matches!(format, TableFormat::Odm13 | TableFormat::Odm13Oc) {
-            let req =
-                crate::export::ClinicalExport { openclinica: format == TableFormat::Odm13Oc, ..Default::default() };
+        if matches!(format, TableFormat::Odm13 | TableFormat::Odm13Oc | TableFormat::Odm13Full) {
+            let full = format == TableFormat::Odm13Full;
+            let req = crate::export::ClinicalExport {
+                openclinica: format == TableFormat::Odm13Oc,
+                audit_records: full,
+                signatures: full,
+                ..Default::default()
+            };
             let mut file = HashedFile::create(dir, format!("{base}.xml"), ',')?;
             let mut failed = None;
-            let count = self
-                .export_clinical(who, study_or_site_oid, &req, |chunk| {
-                    if failed.is_none()
-                        && let Err(e) = file.raw(&chunk)
-                    {
-                        failed = Some(e);
-                    }
-                    std::future::ready(failed.is_none())
-                })
-                .await?;
+            let sink = |chunk: Vec<u8>| {
+                if failed.is_none()
+                    && let Err(e) = file.raw(&chunk)
+                {
+                    failed = Some(e);
+                }
+                std::future::ready(failed.is_none())
+            };
+            let count = if full {
+                self.export_full(who, study_or_site_oid, &req, sink).await?
+            } else {
+                self.export_clinical(who, study_or_site_oid, &req, sink).await?
+            };
             if let Some(e) = failed {
                 return Err(e);
             }
@@ -930,7 +947,7 @@ impl App {
                 )
                 .await;
         }
-        let wide = if format == TableFormat::CsvLong {
+        let wide = if matches!(format, TableFormat::CsvLong | TableFormat::TsvLong) {
             None
         } else {
             let mut shape = self.store().extract_shape(&filter).await?;
