@@ -93,12 +93,7 @@ impl App {
     {
         let (target, study) = self.study_or_site(study_or_site_oid).await?;
         let (study, access) = self.study_with_access(who, &study.oid).await?;
-        let site_ids: Option<Vec<i64>> = match (target.parent_id.is_some(), access.study_wide()) {
-            (true, _) if access.sees_site(target.id) => Some(vec![target.id]),
-            (true, _) => return Err(AppError::NotFound("study")),
-            (false, true) => None,
-            (false, false) => Some(access.site_roles.iter().map(|(s, _)| *s).collect()),
-        };
+        let site_ids = scope_sites(&target, &access)?;
         let (number, design) = match self.production_design_opt(study.id).await? {
             Some((n, d)) => (n, d),
             None => (0, std::sync::Arc::new(StudyDesign::default())),
@@ -331,6 +326,23 @@ impl App {
         let rest = w.finish().map_err(internal)?;
         sink(rest).await;
         Ok(count)
+    }
+}
+
+/// The sites an export or extract of `target` (a study, or one of its sites) reads: `None` for
+/// every site (study-level users on the study), the site asked for, or a site user's sites.
+///
+/// # Errors
+/// [`AppError::NotFound`] for a site the user does not see.
+pub(crate) fn scope_sites(
+    target: &casebook_store::studies::StudyRow,
+    access: &crate::access::Access,
+) -> Result<Option<Vec<i64>>, AppError> {
+    match (target.parent_id.is_some(), access.study_wide()) {
+        (true, _) if access.sees_site(target.id) => Ok(Some(vec![target.id])),
+        (true, _) => Err(AppError::NotFound("study")),
+        (false, true) => Ok(None),
+        (false, false) => Ok(Some(access.site_roles.iter().map(|(s, _)| *s).collect())),
     }
 }
 

@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::Principal;
 use crate::error::anyhow_like::internal;
+use crate::export::scope_sites;
 use crate::{App, AppError};
 
 /// Participants read per page.
@@ -317,14 +318,7 @@ impl DataSink {
         let file = std::fs::File::create(dir.join(&name)).map_err(internal)?;
         let out = std::io::BufWriter::new(file);
         if format == TableFormat::Xlsx {
-            let kind = |k: Kind| match k {
-                Kind::Text => table_model::ColumnKind::Text,
-                Kind::Integer => table_model::ColumnKind::Integer,
-                Kind::Decimal => table_model::ColumnKind::Decimal,
-                Kind::Date => table_model::ColumnKind::Date,
-                Kind::DateTime => table_model::ColumnKind::DateTime,
-                Kind::Time => table_model::ColumnKind::Time,
-            };
+            let kind = Kind::model;
             let spec = table_model::TableSpec {
                 name: base.to_owned(),
                 label: base.to_owned(),
@@ -348,14 +342,7 @@ impl DataSink {
             .map_err(typed_error)?;
             return Ok(Self::Xlsx(Box::new(writer), name));
         }
-        let kind = |k: Kind| match k {
-            Kind::Text => table::ColumnKind::Text,
-            Kind::Integer => table::ColumnKind::Integer,
-            Kind::Decimal => table::ColumnKind::Decimal,
-            Kind::Date => table::ColumnKind::Date,
-            Kind::DateTime => table::ColumnKind::DateTime,
-            Kind::Time => table::ColumnKind::Time,
-        };
+        let kind = Kind::stat;
         // Text columns are fixed-width in these formats: an item's declared length, else a
         // width every value of a form field fits in practice (SAS's limit is 200; Stata's
         // classic str244, not its 2045, which would make every row 2 KB a text column).
@@ -516,6 +503,34 @@ enum Kind {
     Date,
     DateTime,
     Time,
+}
+
+impl Kind {
+    /// The kind in the model of the xlsx, Dataset-JSON and Parquet writers.
+    fn model(self) -> casebook_formats::table_model::ColumnKind {
+        use casebook_formats::table_model::ColumnKind as K;
+        match self {
+            Self::Text => K::Text,
+            Self::Integer => K::Integer,
+            Self::Decimal => K::Decimal,
+            Self::Date => K::Date,
+            Self::DateTime => K::DateTime,
+            Self::Time => K::Time,
+        }
+    }
+
+    /// The kind in the model of the SAS, SPSS and Stata writers.
+    fn stat(self) -> casebook_formats::table::ColumnKind {
+        use casebook_formats::table::ColumnKind as K;
+        match self {
+            Self::Text => K::Text,
+            Self::Integer => K::Integer,
+            Self::Decimal => K::Decimal,
+            Self::Date => K::Date,
+            Self::DateTime => K::DateTime,
+            Self::Time => K::Time,
+        }
+    }
 }
 
 /// A wide column as the typed formats describe it.
@@ -846,17 +861,11 @@ impl App {
         let (target, study) = self.study_or_site(study_or_site_oid).await?;
         let (study, access) = self.study_with_access(who, &study.oid).await?;
         let sites = self.store().sites_of(study.id).await?;
-        let may = Self::may(&access, &study, &study, Permission::Extract)
-            || sites.iter().any(|s| access.sees_site(s.id) && Self::may(&access, &study, s, Permission::Extract));
+        let may = Self::may_extract(&access, &study, &sites);
         if !may {
             return Err(AppError::Forbidden("extract data in this study"));
         }
-        let site_ids: Option<Vec<i64>> = match (target.parent_id.is_some(), access.study_wide()) {
-            (true, _) if access.sees_site(target.id) => Some(vec![target.id]),
-            (true, _) => return Err(AppError::NotFound("study")),
-            (false, true) => None,
-            (false, false) => Some(access.site_roles.iter().map(|(s, _)| *s).collect()),
-        };
+        let site_ids = scope_sites(&target, &access)?;
         let site_user = !access.study_wide();
         let phi_allowed = include_phi && access.can_study(Permission::ManageStudy);
         let design = match self.production_design_opt(study.id).await? {
@@ -1361,8 +1370,7 @@ impl App {
         let (target, study) = self.study_or_site(study_or_site_oid).await?;
         let (study, access) = self.study_with_access(who, &study.oid).await?;
         let sites = self.store().sites_of(study.id).await?;
-        let may = Self::may(&access, &study, &study, Permission::Extract)
-            || sites.iter().any(|s| access.sees_site(s.id) && Self::may(&access, &study, s, Permission::Extract));
+        let may = Self::may_extract(&access, &study, &sites);
         if !may {
             return Err(AppError::Forbidden("extract data in this study"));
         }
@@ -1420,11 +1428,7 @@ impl App {
         let (format, module) = self.resolve_format(&row.format)?;
         let (target, study) = self.study_or_site(&row.scope_oid).await?;
         let (_, access) = self.study_with_access(who, &study.oid).await?;
-        let site_ids: Option<Vec<i64>> = match (target.parent_id.is_some(), access.study_wide()) {
-            (true, _) => Some(vec![target.id]),
-            (false, true) => None,
-            (false, false) => Some(access.site_roles.iter().map(|(s, _)| *s).collect()),
-        };
+        let site_ids = scope_sites(&target, &access)?;
         let total = self.store().count_extract_participants(study.id, site_ids.as_deref()).await?;
         let design = self.production_design_opt(study.id).await?.map(|(n, _)| n);
         let cutoff = self.store().clock().now();
@@ -1591,8 +1595,7 @@ impl App {
     ) -> Result<DatasetView, AppError> {
         let (study, access) = self.study_with_access(who, study_oid).await?;
         let sites = self.store().sites_of(study.id).await?;
-        let may = Self::may(&access, &study, &study, Permission::Extract)
-            || sites.iter().any(|s| access.sees_site(s.id) && Self::may(&access, &study, s, Permission::Extract));
+        let may = Self::may_extract(&access, &study, &sites);
         if !may {
             return Err(AppError::Forbidden("define datasets in this study"));
         }
@@ -1770,14 +1773,7 @@ impl App {
                 let mut map = HashMap::new();
                 for (k, i) in mine.iter().enumerate() {
                     let info = ColumnInfo::of_item(form, i);
-                    let kind = match info.kind {
-                        Kind::Text => K::Text,
-                        Kind::Integer => K::Integer,
-                        Kind::Decimal => K::Decimal,
-                        Kind::Date => K::Date,
-                        Kind::DateTime => K::DateTime,
-                        Kind::Time => K::Time,
-                    };
+                    let kind = info.kind.model();
                     columns.push(ColumnSpec {
                         name: i.name.to_ascii_uppercase(),
                         label: info.label,
@@ -1987,8 +1983,7 @@ impl App {
     ) -> Result<ScheduleView, AppError> {
         let (study, access) = self.study_with_access(who, study_oid).await?;
         let sites = self.store().sites_of(study.id).await?;
-        let may = Self::may(&access, &study, &study, Permission::Extract)
-            || sites.iter().any(|s| access.sees_site(s.id) && Self::may(&access, &study, s, Permission::Extract));
+        let may = Self::may_extract(&access, &study, &sites);
         if !may {
             return Err(AppError::Forbidden("schedule extracts in this study"));
         }
@@ -2144,5 +2139,17 @@ impl App {
             self.store().mark_pruned(id).await?;
         }
         Ok(ids.len())
+    }
+}
+
+impl App {
+    /// Whether the user may extract in a study: at study level, or at one of the sites they see.
+    fn may_extract(
+        access: &crate::access::Access,
+        study: &casebook_store::studies::StudyRow,
+        sites: &[casebook_store::studies::StudyRow],
+    ) -> bool {
+        Self::may(access, study, study, Permission::Extract)
+            || sites.iter().any(|s| access.sees_site(s.id) && Self::may(access, study, s, Permission::Extract))
     }
 }

@@ -189,14 +189,7 @@ async fn native(
     if !wrong.is_empty() {
         return Err(AppError::Validation(wrong)).rid(&headers);
     }
-    let changed_since = match q.changed_since.as_deref() {
-        None => None,
-        Some(t) => Some(
-            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
-                .map_err(|_| AppError::invalid("changed_since", format!("'{t}' is not an RFC 3339 time")))
-                .rid(&headers)?,
-        ),
-    };
+    let changed_since = changed_since(q.changed_since.as_deref()).rid(&headers)?;
     let req = ClinicalExport {
         participant: q.participant,
         event: q.event,
@@ -211,6 +204,16 @@ async fn native(
         ..ClinicalExport::default()
     };
     stream_xml(s.app.clone(), p, oid, req, q.full).await.rid(&headers)
+}
+
+/// A `changed_since` parameter: an RFC 3339 time, named when it is not one.
+pub(crate) fn changed_since(value: Option<&str>) -> Result<Option<time::OffsetDateTime>, AppError> {
+    value
+        .map(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| AppError::invalid("changed_since", format!("'{t}' is not an RFC 3339 time")))
+        })
+        .transpose()
 }
 
 #[derive(Debug, Default, serde::Deserialize)]

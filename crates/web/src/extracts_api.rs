@@ -52,14 +52,7 @@ async fn start(
     Json(input): Json<StartInput>,
 ) -> ApiResult<Response> {
     let scope = input.site.unwrap_or(oid);
-    let since = match input.changed_since.as_deref() {
-        None => None,
-        Some(t) => Some(
-            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
-                .map_err(|_| casebook_app::AppError::invalid("changed_since", format!("'{t}' is not an RFC 3339 time")))
-                .rid(&headers)?,
-        ),
-    };
+    let since = crate::clinical_api::changed_since(input.changed_since.as_deref()).rid(&headers)?;
     let run = s
         .app
         .start_extract(&p, &scope, &input.format, input.include_phi, input.dataset.as_deref(), since)
